@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sdc needs to build and test, only those that
+# are missing. Needs root (or sudo) the first time; a no-op afterwards.
+set -euo pipefail
+PKGS=(build-essential pkg-config libopenblas-dev libpng-dev libcjson-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
