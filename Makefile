@@ -3,6 +3,7 @@
 #   make deps       apt-install missing Debian packages
 #   make test       deps + build + every test (prints "N passed, N failed")
 #   make asan       the unit tests under ASan + UBSan (same as make test SANITIZE=1)
+#   make demo       deps + build + generate images into demo-out/
 #   make bench      benchmarks (results under bench/results/)
 #   make clean
 
@@ -21,7 +22,7 @@ endif
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -pthread -Isrc $(SANFLAGS)
 LDFLAGS += -fopenmp -pthread $(SANFLAGS)
-LDLIBS  += -lopenblas -lpng -lcjson -lm
+LDLIBS  += -lopenblas -lpng -lcjson -lpcre2-8 -lutf8proc -lm
 
 LIB_SRC := $(wildcard src/common/*.c) $(wildcard src/backend/*.c) $(wildcard src/model/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -33,7 +34,7 @@ UNITS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps test unit asan bench clean
+.PHONY: all deps test unit asan bench demo clean
 all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
@@ -68,6 +69,10 @@ unit: all
 
 asan:
 	@$(MAKE) --no-print-directory SANITIZE=1 unit
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@SDC_BIN=$(BUILD)/bin tools/demo.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

@@ -22,7 +22,8 @@ void sdc_arena_init(sdc_arena_t *a, size_t block_size);
 void *sdc_arena_alloc(sdc_arena_t *a, size_t bytes);
 void *sdc_arena_calloc(sdc_arena_t *a, size_t count, size_t size);
 char *sdc_arena_strdup(sdc_arena_t *a, const char *s);
-/* Rewinds to empty, keeping the first block for reuse. */
+/* Rewinds to empty, keeping one block for reuse (grown to hold everything
+ * the last cycle used, so a repeated workload stops allocating). */
 void sdc_arena_reset(sdc_arena_t *a);
 void sdc_arena_destroy(sdc_arena_t *a);
 

@@ -39,7 +39,8 @@ const char *sdc_status_str(sdc_status_t code);
 sdc_status_t sdc_error_set(sdc_error_t *err, sdc_status_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Prefixes the existing message with more context ("loading vae: ..."). */
+/* Prefixes the existing message with more context ("loading vae: ...") and
+ * returns err->code (SDC_ERR_INTERNAL when err is NULL: the code is lost). */
 sdc_status_t sdc_error_wrap(sdc_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

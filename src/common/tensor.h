@@ -41,6 +41,7 @@ const char *sdc_dtype_name(sdc_dtype_t dt);
 /* Returns 0 and sets *dt on a known name, -1 otherwise. */
 int sdc_dtype_parse(const char *name, sdc_dtype_t *dt);
 
+/* -1 for a negative dim, ndim outside [0, SDC_MAX_DIMS], or int64 overflow. */
 int64_t sdc_shape_numel(int ndim, const int64_t *shape);
 /* Formats "[2, 64, 32, 32]" into buf; returns buf. */
 char *sdc_shape_str(int ndim, const int64_t *shape, char *buf, size_t cap);

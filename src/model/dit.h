@@ -111,5 +111,9 @@ sdc_status_t sdc_dit_head(sdc_dit_t *m, const sdc_dit_sample_t *s, float *out,
 /* RoPE tables for a grid: cos/sin each (grid_h*grid_w) x head_dim. */
 sdc_status_t sdc_dit_rope_tables(const sdc_dit_config_t *c, int64_t grid_h, int64_t grid_w,
                                  float *cos_out, float *sin_out, sdc_error_t *err);
+/* RoPE positions of the n tokens along axis 0 (rows) or 1 (columns): i, or
+ * the centre-aligned scaled positions when rope_centered (docs/rope.md). */
+sdc_status_t sdc_dit_rope_positions(const sdc_dit_config_t *c, int axis, int64_t n, float *pos,
+                                    sdc_error_t *err);
 
 #endif

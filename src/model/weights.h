@@ -24,6 +24,7 @@ typedef struct {
     size_t n_owned, cap_owned;
     size_t bytes_loaded; /* float32 bytes made available to the backend */
     size_t n_loaded;     /* tensors loaded */
+    char *label;         /* the path as opened, naming the component in errors */
 } sdc_weights_t;
 
 /* dir: a component directory (or a .safetensors / .index.json path). */

@@ -1,0 +1,279 @@
+/*
+ * sdc-generate: one process, no services: text embeddings (or, with the text
+ * encoders, a prompt) + parameters -> PNG. The reference path every cluster
+ * result is compared against.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "common/log.h"
+#include "common/png.h"
+#include "common/safetensors.h"
+#include "common/timer.h"
+#include "model/embeds.h"
+#include "model/pipeline.h"
+
+#define EXIT_USAGE 2
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: sdc-generate --model DIR --embeds FILE [options] -o OUT.png\n"
+"\n"
+"Generates one image with a HunyuanImage-2.1-family model in this process.\n"
+"\n"
+"Required:\n"
+"  -m, --model DIR          model directory in diffusers layout (model_index.json,\n"
+"                           transformer/, vae/, scheduler/, guider/ ...)\n"
+"  -e, --embeds FILE        text conditioning as a safetensors file: prompt_embeds,\n"
+"                           prompt_embeds_mask [, prompt_embeds_2, prompt_embeds_mask_2]\n"
+"                           and, for guided models, the same with negative_ prefix\n"
+"  -o, --output FILE        PNG to write\n"
+"\n"
+"Options:\n"
+"  -W, --width N            image width in pixels (default: the model's default size)\n"
+"  -H, --height N           image height in pixels (default: the model's default size)\n"
+"  -s, --steps N            denoising steps (default 50)\n"
+"  -g, --guidance G         guidance scale: the distilled guidance of guidance-embedding\n"
+"                           models (default 3.25), else overrides the guider's\n"
+"                           guidance_scale (default: the model's guider config)\n"
+"  -S, --seed N             noise seed, 0..2^64-1 (default 0)\n"
+"      --no-trim-text       keep padded text tokens (masked) instead of dropping them\n"
+"      --latent-out FILE    also write the final latent as safetensors ('latent')\n"
+"  -t, --threads N          CPU threads (default: all cores)\n"
+"      --backend NAME       compute backend: cpu (default) or cuda\n"
+"  -q, --quiet              no progress bar or summary\n"
+"      --log-level LEVEL    debug, info, warn (default), error\n"
+"  -h, --help               this help\n"
+"\n"
+"Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.\n");
+}
+
+static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "sdc-generate: %s: '%s' is not an integer in %ld..%ld\n", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *flag, const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-' || *s == '\0') goto bad;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end != '\0') goto bad;
+    *out = v;
+    return 0;
+bad:
+    fprintf(stderr, "sdc-generate: %s: '%s' is not an integer in 0..2^64-1\n", flag, s);
+    return -1;
+}
+
+static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "sdc-generate: %s: '%s' is not a number in %g..%g\n", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+typedef struct {
+    int tty;
+    int quiet;
+} progress_ctx_t;
+
+static void on_progress(void *ctx_, int step, int n_steps, double elapsed)
+{
+    progress_ctx_t *ctx = ctx_;
+    if (ctx->quiet) return;
+    if (!ctx->tty) {
+        SDC_INFO("step %d/%d (%.2f s)", step, n_steps, elapsed);
+        return;
+    }
+    const int width = 30;
+    int filled = (int)((long)width * step / n_steps);
+    double per = elapsed / step;
+    fprintf(stderr, "\rdenoising [");
+    for (int i = 0; i < width; i++) fputc(i < filled ? '=' : (i == filled ? '>' : ' '), stderr);
+    fprintf(stderr, "] %d/%d  %.2f s/step  ETA %.1f s ", step, n_steps, per,
+            per * (n_steps - step));
+    if (step == n_steps) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void override_guidance(sdc_guider_config_t *g, double scale)
+{
+    if (g->kind != SDC_GUIDER_NONE) g->guidance_scale = scale;
+}
+
+static int write_latent(const char *path, const float *latent, int64_t c, int64_t h, int64_t w)
+{
+    sdc_error_t err = {0};
+    sdc_tensor_t t;
+    int64_t shape[4] = {1, c, h, w};
+    const char *name = "latent";
+    sdc_tensor_init(&t, SDC_DTYPE_F32, 4, shape, (void *)latent);
+    if (sdc_st_write(path, 1, &name, &t, &err) != SDC_OK) {
+        fprintf(stderr, "sdc-generate: --latent-out: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = NULL, *embeds_path = NULL, *out = NULL, *latent_out = NULL;
+    const char *backend_name = "cpu";
+    long width = 0, height = 0, steps = 50, threads = 0;
+    double guidance = NAN;
+    uint64_t seed = 0;
+    int trim = 1, quiet = 0;
+    enum { OPT_NO_TRIM = 256, OPT_LATENT_OUT, OPT_BACKEND, OPT_LOG_LEVEL };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},     {"embeds", required_argument, 0, 'e'},
+        {"output", required_argument, 0, 'o'},    {"width", required_argument, 0, 'W'},
+        {"height", required_argument, 0, 'H'},    {"steps", required_argument, 0, 's'},
+        {"guidance", required_argument, 0, 'g'},  {"seed", required_argument, 0, 'S'},
+        {"threads", required_argument, 0, 't'},   {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},            {"no-trim-text", no_argument, 0, OPT_NO_TRIM},
+        {"latent-out", required_argument, 0, OPT_LATENT_OUT},
+        {"backend", required_argument, 0, OPT_BACKEND},
+        {"log-level", required_argument, 0, OPT_LOG_LEVEL},
+        {0, 0, 0, 0},
+    };
+    sdc_log_set_level(SDC_LOG_WARN);
+    sdc_log_init_from_env();
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:e:o:W:H:s:g:S:t:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'e': embeds_path = optarg; break;
+        case 'o': out = optarg; break;
+        case 'W': if (parse_long("--width", optarg, 1, SDC_MAX_IMAGE_SIDE, &width)) return EXIT_USAGE; break;
+        case 'H': if (parse_long("--height", optarg, 1, SDC_MAX_IMAGE_SIDE, &height)) return EXIT_USAGE; break;
+        case 's': if (parse_long("--steps", optarg, 1, 1000, &steps)) return EXIT_USAGE; break;
+        case 'g': if (parse_double("--guidance", optarg, 0.0, 100.0, &guidance)) return EXIT_USAGE; break;
+        case 'S': if (parse_u64("--seed", optarg, &seed)) return EXIT_USAGE; break;
+        case 't': if (parse_long("--threads", optarg, 0, 1024, &threads)) return EXIT_USAGE; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        case OPT_NO_TRIM: trim = 0; break;
+        case OPT_LATENT_OUT: latent_out = optarg; break;
+        case OPT_BACKEND: backend_name = optarg; break;
+        case OPT_LOG_LEVEL: {
+            int lv = sdc_log_parse_level(optarg);
+            if (lv < 0) {
+                fprintf(stderr, "sdc-generate: --log-level: unknown level '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            sdc_log_set_level((sdc_log_level_t)lv);
+            break;
+        }
+        case ':':
+            fprintf(stderr, "sdc-generate: option '%s' needs a value\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, "sdc-generate: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sdc-generate: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (!model || !embeds_path || !out) {
+        fprintf(stderr, "sdc-generate: --model, --embeds and --output are required (see --help)\n");
+        return EXIT_USAGE;
+    }
+
+    int rc = 1;
+    sdc_error_t err = {0};
+    sdc_backend_t *be = NULL;
+    sdc_pipeline_t *p = NULL;
+    sdc_embeds_t emb;
+    int have_emb = 0;
+    uint8_t *rgb = NULL;
+    float *latent = NULL;
+    double t0 = sdc_now();
+
+    sdc_backend_config_t bc = {.name = backend_name, .n_threads = (int)threads, .device = 0};
+    if (sdc_backend_create(&bc, &be, &err) != SDC_OK) goto fail;
+    if (sdc_pipeline_open(&p, be, model, &err) != SDC_OK) goto fail;
+    const sdc_dit_config_t *dc = sdc_dit_config(p->dit);
+    if (sdc_embeds_load(&emb, embeds_path, dc->text_embed_dim, dc->text_embed_2_dim, &err) != SDC_OK)
+        goto fail;
+    have_emb = 1;
+
+    sdc_gen_params_t gp;
+    sdc_gen_params_default(&gp);
+    /* diffusers: default_sample_size (64) * vae_scale_factor. */
+    int64_t f = sdc_vae_config(p->vae)->spatial_compression_ratio;
+    gp.width = width ? (int)width : (int)(64 * f);
+    gp.height = height ? (int)height : (int)(64 * f);
+    gp.steps = (int)steps;
+    gp.seed = seed;
+    gp.trim_text = trim;
+    if (!isnan(guidance)) {
+        if (dc->guidance_embeds) {
+            gp.distilled_guidance_scale = guidance;
+        } else {
+            override_guidance(&p->guider, guidance);
+            override_guidance(&p->ocr_guider, guidance);
+        }
+    }
+    if (sdc_pipeline_check_params(p, &gp, &err) != SDC_OK) goto fail;
+    double t_load = sdc_now() - t0;
+
+    sdc_text_cond_t pos, neg;
+    sdc_embeds_cond(&emb.pos, &pos);
+    sdc_embeds_cond(&emb.neg, &neg);
+    progress_ctx_t pc = {.tty = isatty(STDERR_FILENO), .quiet = quiet};
+    sdc_gen_timing_t tm;
+    if (sdc_pipeline_generate(p, &gp, &pos, emb.has_neg ? &neg : NULL, NULL, on_progress, &pc,
+                              &rgb, &latent, &tm, &err) != SDC_OK)
+        goto fail;
+    if (sdc_png_write_file(out, rgb, gp.width, gp.height, &err) != SDC_OK) goto fail;
+    if (latent_out && write_latent(latent_out, latent, dc->in_channels, gp.height / f, gp.width / f))
+        goto out;
+    if (!quiet)
+        fprintf(stderr,
+                "sdc-generate: %s: %dx%d, %d steps, seed %" PRIu64 "\n"
+                "  load %.2f s | denoise %.2f s (%d DiT passes, %.3f s/pass: embed %.3f, blocks "
+                "%.3f, head %.3f; guidance %.3f) | decode %.2f s | total %.2f s\n",
+                out, gp.width, gp.height, gp.steps, gp.seed, t_load,
+                tm.embed_s + tm.blocks_s + tm.head_s + tm.guide_s, tm.dit_passes,
+                tm.dit_passes ? (tm.embed_s + tm.blocks_s + tm.head_s) / tm.dit_passes : 0.0,
+                tm.embed_s, tm.blocks_s, tm.head_s, tm.guide_s, tm.vae_s, sdc_now() - t0);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "sdc-generate: error: %s\n", err.msg[0] ? err.msg : sdc_status_str(err.code));
+out:
+    free(rgb);
+    free(latent);
+    if (have_emb) sdc_embeds_free(&emb);
+    sdc_pipeline_free(p);
+    if (be) sdc_backend_destroy(be);
+    return rc;
+}
