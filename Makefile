@@ -20,12 +20,18 @@ OPT     := -O2
 endif
 
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -pthread -Isrc $(SANFLAGS)
+GEN     := $(BUILD)/gen
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -pthread -Isrc -I$(GEN) $(SANFLAGS)
 LDFLAGS += -fopenmp -pthread $(SANFLAGS)
-LDLIBS  += -lopenblas -lpng -lcjson -lpcre2-8 -lutf8proc -lm
+LDLIBS  += -lucp -lucs -lhiredis -lprotobuf-c -lopenblas -lpng -lcjson -lpcre2-8 -lutf8proc -lm
 
-LIB_SRC := $(wildcard src/common/*.c) $(wildcard src/backend/*.c) $(wildcard src/model/*.c)
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_SRC := $(wildcard src/common/*.c) $(wildcard src/backend/*.c) $(wildcard src/model/*.c) \
+           $(wildcard src/cluster/*.c)
+# protoc-c output is generated into $(GEN), never committed.
+PROTOS  := $(wildcard proto/*.proto)
+PROTO_C := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.c)
+PROTO_H := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.h)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 LIB     := $(BUILD)/libsdc.a
 
 TOOLS   := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
@@ -37,7 +43,16 @@ BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all deps test unit asan bench demo clean
 all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES)
 
-$(BUILD)/obj/%.o: %.c
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --proto_path=proto --c_out=$(GEN) $<
+
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-parameter -MMD -MP -c $< -o $@
+
+# Every object may include generated headers: generate them first.
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 

@@ -237,12 +237,7 @@ sdc_status_t sdc_denoise_init(sdc_denoise_t *d, const sdc_pipeline_t *p,
      * multiplied in float. */
     d->guidance = (float)gp->distilled_guidance_scale * 1000.0f;
 
-    if (has_glyph && p->ocr_guider.kind != SDC_GUIDER_NONE)
-        d->guider = &p->ocr_guider;
-    else if (p->guider.kind != SDC_GUIDER_NONE)
-        d->guider = &p->guider;
-    else
-        d->guider = NULL;
+    d->guider = sdc_guider_select(&p->guider, &p->ocr_guider, has_glyph);
 
     int64_t n = d->channels * d->h * d->w;
     d->latent = malloc((size_t)n * sizeof(float));
