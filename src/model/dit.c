@@ -9,7 +9,6 @@
  */
 #include "dit.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,7 +282,7 @@ static sdc_status_t vname(char *buf, size_t cap, sdc_error_t *err, const char *f
 }
 
 sdc_status_t sdc_dit_load_linear(sdc_dit_t *m, sdc_dit_linear_t *l, int64_t out, int64_t in,
-                                 int bias, sdc_error_t *err, const char *fmt, ...)
+                                 sdc_error_t *err, const char *fmt, ...)
 {
     char prefix[256];
     va_list ap;
@@ -294,9 +293,8 @@ sdc_status_t sdc_dit_load_linear(sdc_dit_t *m, sdc_dit_linear_t *l, int64_t out,
     const int64_t shape[2] = {out, in};
     l->in = in;
     l->out = out;
-    l->b = NULL;
     st = sdc_weights_loadf(&m->w, 2, shape, &l->w, err, "%s.weight", prefix);
-    if (st != SDC_OK || !bias) return st;
+    if (st != SDC_OK) return st;
     return sdc_weights_loadf(&m->w, 1, &out, &l->b, err, "%s.bias", prefix);
 }
 
@@ -317,10 +315,10 @@ static sdc_status_t head_load(sdc_dit_t *m, sdc_error_t *err)
     const sdc_dit_config_t *c = &m->cfg;
     const int64_t h = m->hidden;
     const int64_t p = c->out_channels * c->patch_size[0] * c->patch_size[1];
-    sdc_status_t st = sdc_dit_load_linear(m, &m->head.norm_out, 2 * h, h, 1, err,
+    sdc_status_t st = sdc_dit_load_linear(m, &m->head.norm_out, 2 * h, h, err,
                                           "norm_out.linear");
     if (st != SDC_OK) return st;
-    return sdc_dit_load_linear(m, &m->head.proj_out, p, h, 1, err, "proj_out");
+    return sdc_dit_load_linear(m, &m->head.proj_out, p, h, err, "proj_out");
 }
 
 static char *path_join(const char *dir, const char *name)
@@ -414,9 +412,8 @@ static sdc_status_t check_sizes(int64_t grid_h, int64_t grid_w, int64_t n_txt, s
     return SDC_OK;
 }
 
-static sdc_status_t check_sample(const sdc_dit_t *m, const sdc_dit_sample_t *s, sdc_error_t *err)
+static sdc_status_t check_sample(const sdc_dit_sample_t *s, sdc_error_t *err)
 {
-    (void)m;
     sdc_status_t st = check_sizes(s->grid_h, s->grid_w, s->n_txt, err);
     if (st != SDC_OK) return st;
     if (s->n_img != s->grid_h * s->grid_w)
@@ -487,7 +484,7 @@ static sdc_status_t key_mask(sdc_dit_t *m, const sdc_dit_sample_t *s, const uint
 static sdc_status_t run_sample(sdc_dit_t *m, sdc_dit_sample_t *s, int begin, int end,
                                sdc_error_t *err)
 {
-    sdc_status_t st = check_sample(m, s, err);
+    sdc_status_t st = check_sample(s, err);
     if (st != SDC_OK) return st;
     sdc_dit_work_t wk;
     st = sdc_dit_work_get(m, s->n_img + s->n_txt, m->mlp_dim, m->hidden, &wk, err);
@@ -534,7 +531,7 @@ sdc_status_t sdc_dit_head(sdc_dit_t *m, const sdc_dit_sample_t *s, float *out, s
         return sdc_error_set(err, SDC_ERR_INVALID_ARG,
                              "DiT head: this stage holds blocks [%d, %d) without the output "
                              "head", m->block_begin, m->block_end);
-    sdc_status_t st = check_sample(m, s, err);
+    sdc_status_t st = check_sample(s, err);
     if (st != SDC_OK) return sdc_error_wrap(err, "DiT head");
     sdc_backend_t *be = m->be;
     const sdc_dit_config_t *c = &m->cfg;

@@ -12,7 +12,10 @@
  * image tokens first, then text tokens, the layout the single-stream blocks
  * use; dual-stream blocks treat the two row ranges as their two streams.
  * Samples are processed one at a time, so a sample's result never depends on
- * its micro-batch neighbours.
+ * its micro-batch neighbours, nor on how the blocks are split into stages.
+ *
+ * An sdc_dit_t is used by one thread at a time: its scratch buffers (grown
+ * on demand, never shrunk) and RoPE table cache are shared by its calls.
  */
 #ifndef SDC_DIT_H
 #define SDC_DIT_H
@@ -72,13 +75,17 @@ typedef struct {
     float timestep_r;          /* meanflow models only */
     float guidance;            /* guidance_embeds models only (scale * 1000) */
     const float *text;         /* n_text x text_embed_dim */
-    const uint8_t *text_mask;  /* n_text, 1 = valid */
+    const uint8_t *text_mask;  /* n_text, 1 = valid; NULL = all valid. At
+                                * least one token must be valid. */
     int64_t n_text;
-    const float *text_2;       /* n_text_2 x text_embed_2_dim, or NULL */
-    const uint8_t *text_mask_2;
+    const float *text_2;       /* n_text_2 x text_embed_2_dim, or NULL; ignored
+                                * (as in diffusers) by a model without
+                                * context_embedder_2 */
+    const uint8_t *text_mask_2; /* NULL = all valid */
     int64_t n_text_2;
     /* 1: drop masked text tokens before the DiT (exact; the default).
-     * 0: keep them, masked out of attention, as diffusers does. */
+     * 0: keep them, masked out of attention, as diffusers does. Both give the
+     * same result up to float rounding. */
     int trim_text;
 } sdc_dit_input_t;
 
@@ -91,7 +98,10 @@ typedef struct {
     uint8_t *txt_mask;      /* n_txt bytes (device) or NULL when all valid */
 } sdc_dit_sample_t;
 
-/* Stage 0: embeddings, token refiner, ByT5 projection, token reordering. */
+/* Stage 0: embeddings, token refiner, ByT5 projection, token reordering.
+ * Allocates *s afresh (free it with sdc_dit_sample_free); on failure *s is
+ * left empty. Text rows are [valid ByT5, valid LLM] then, untrimmed,
+ * [padded ByT5, padded LLM] with txt_mask marking them (NULL when none). */
 sdc_status_t sdc_dit_embed(sdc_dit_t *m, const sdc_dit_input_t *in, sdc_dit_sample_t *s,
                            sdc_error_t *err);
 /* Allocates a sample's buffers for given sizes (receiving side of a stage). */
@@ -99,7 +109,8 @@ sdc_status_t sdc_dit_sample_alloc(sdc_dit_t *m, sdc_dit_sample_t *s, int64_t gri
                                   int64_t grid_w, int64_t n_txt, int with_mask,
                                   sdc_error_t *err);
 void sdc_dit_sample_free(sdc_dit_t *m, sdc_dit_sample_t *s);
-/* Runs blocks [begin, end) (within the loaded range) on n samples in order. */
+/* Runs blocks [begin, end) (within the loaded range; an empty range is a
+ * no-op) on n samples in order, updating each sample's x in place. */
 sdc_status_t sdc_dit_run_blocks(sdc_dit_t *m, sdc_dit_sample_t *samples, int n, int begin,
                                 int end, sdc_error_t *err);
 /* Last stage: norm_out + proj_out + unpatchify into out (host,

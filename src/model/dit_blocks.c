@@ -146,18 +146,18 @@ static sdc_status_t dual_load(sdc_dit_t *m, sdc_dit_dual_w_t *w, int i, sdc_erro
     const int64_t h = m->hidden, f = m->mlp_dim, dh = m->cfg.attention_head_dim;
     const char *p = "transformer_blocks";
     sdc_status_t st;
-    if ((st = sdc_dit_load_linear(m, &w->norm1, 6 * h, h, 1, err, "%s.%d.norm1.linear", p,
+    if ((st = sdc_dit_load_linear(m, &w->norm1, 6 * h, h, err, "%s.%d.norm1.linear", p,
                                   i)) ||
-        (st = sdc_dit_load_linear(m, &w->norm1_ctx, 6 * h, h, 1, err,
+        (st = sdc_dit_load_linear(m, &w->norm1_ctx, 6 * h, h, err,
                                   "%s.%d.norm1_context.linear", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_q, h, h, 1, err, "%s.%d.attn.to_q", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_k, h, h, 1, err, "%s.%d.attn.to_k", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_v, h, h, 1, err, "%s.%d.attn.to_v", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->add_q, h, h, 1, err, "%s.%d.attn.add_q_proj", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->add_k, h, h, 1, err, "%s.%d.attn.add_k_proj", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->add_v, h, h, 1, err, "%s.%d.attn.add_v_proj", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_out, h, h, 1, err, "%s.%d.attn.to_out.0", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_add_out, h, h, 1, err, "%s.%d.attn.to_add_out", p,
+        (st = sdc_dit_load_linear(m, &w->to_q, h, h, err, "%s.%d.attn.to_q", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_k, h, h, err, "%s.%d.attn.to_k", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_v, h, h, err, "%s.%d.attn.to_v", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->add_q, h, h, err, "%s.%d.attn.add_q_proj", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->add_k, h, h, err, "%s.%d.attn.add_k_proj", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->add_v, h, h, err, "%s.%d.attn.add_v_proj", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_out, h, h, err, "%s.%d.attn.to_out.0", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_add_out, h, h, err, "%s.%d.attn.to_add_out", p,
                                   i)) ||
         (st = sdc_dit_load_vec(m, &w->norm_q, dh, err, "%s.%d.attn.norm_q.weight", p, i)) ||
         (st = sdc_dit_load_vec(m, &w->norm_k, dh, err, "%s.%d.attn.norm_k.weight", p, i)) ||
@@ -165,11 +165,11 @@ static sdc_status_t dual_load(sdc_dit_t *m, sdc_dit_dual_w_t *w, int i, sdc_erro
                                p, i)) ||
         (st = sdc_dit_load_vec(m, &w->norm_added_k, dh, err, "%s.%d.attn.norm_added_k.weight",
                                p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->ff_in, f, h, 1, err, "%s.%d.ff.net.0.proj", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->ff_out, h, f, 1, err, "%s.%d.ff.net.2", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->ff_ctx_in, f, h, 1, err,
+        (st = sdc_dit_load_linear(m, &w->ff_in, f, h, err, "%s.%d.ff.net.0.proj", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->ff_out, h, f, err, "%s.%d.ff.net.2", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->ff_ctx_in, f, h, err,
                                   "%s.%d.ff_context.net.0.proj", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->ff_ctx_out, h, f, 1, err, "%s.%d.ff_context.net.2", p,
+        (st = sdc_dit_load_linear(m, &w->ff_ctx_out, h, f, err, "%s.%d.ff_context.net.2", p,
                                   i)))
         return st;
     return SDC_OK;
@@ -180,14 +180,14 @@ static sdc_status_t single_load(sdc_dit_t *m, sdc_dit_single_w_t *w, int i, sdc_
     const int64_t h = m->hidden, f = m->mlp_dim, dh = m->cfg.attention_head_dim;
     const char *p = "single_transformer_blocks";
     sdc_status_t st;
-    if ((st = sdc_dit_load_linear(m, &w->norm, 3 * h, h, 1, err, "%s.%d.norm.linear", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_q, h, h, 1, err, "%s.%d.attn.to_q", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_k, h, h, 1, err, "%s.%d.attn.to_k", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_v, h, h, 1, err, "%s.%d.attn.to_v", p, i)) ||
+    if ((st = sdc_dit_load_linear(m, &w->norm, 3 * h, h, err, "%s.%d.norm.linear", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_q, h, h, err, "%s.%d.attn.to_q", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_k, h, h, err, "%s.%d.attn.to_k", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_v, h, h, err, "%s.%d.attn.to_v", p, i)) ||
         (st = sdc_dit_load_vec(m, &w->norm_q, dh, err, "%s.%d.attn.norm_q.weight", p, i)) ||
         (st = sdc_dit_load_vec(m, &w->norm_k, dh, err, "%s.%d.attn.norm_k.weight", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->proj_mlp, f, h, 1, err, "%s.%d.proj_mlp", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->proj_out, h, h + f, 1, err, "%s.%d.proj_out", p, i)))
+        (st = sdc_dit_load_linear(m, &w->proj_mlp, f, h, err, "%s.%d.proj_mlp", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->proj_out, h, h + f, err, "%s.%d.proj_out", p, i)))
         return st;
     return SDC_OK;
 }

@@ -55,9 +55,9 @@ static sdc_status_t mlp2_load(sdc_dit_t *m, sdc_dit_mlp2_t *w, int64_t in, const
                               sdc_error_t *err)
 {
     const int64_t h = m->hidden;
-    sdc_status_t st = sdc_dit_load_linear(m, &w->l1, h, in, 1, err, "%s.linear_1", prefix);
+    sdc_status_t st = sdc_dit_load_linear(m, &w->l1, h, in, err, "%s.linear_1", prefix);
     if (st != SDC_OK) return st;
-    return sdc_dit_load_linear(m, &w->l2, h, h, 1, err, "%s.linear_2", prefix);
+    return sdc_dit_load_linear(m, &w->l2, h, h, err, "%s.linear_2", prefix);
 }
 
 static sdc_status_t refiner_load(sdc_dit_t *m, sdc_dit_refiner_block_t *w, int i,
@@ -68,15 +68,15 @@ static sdc_status_t refiner_load(sdc_dit_t *m, sdc_dit_refiner_block_t *w, int i
     sdc_status_t st;
     if ((st = sdc_dit_load_vec(m, &w->norm1_w, h, err, "%s.%d.norm1.weight", p, i)) ||
         (st = sdc_dit_load_vec(m, &w->norm1_b, h, err, "%s.%d.norm1.bias", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_q, h, h, 1, err, "%s.%d.attn.to_q", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_k, h, h, 1, err, "%s.%d.attn.to_k", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_v, h, h, 1, err, "%s.%d.attn.to_v", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->to_out, h, h, 1, err, "%s.%d.attn.to_out.0", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_q, h, h, err, "%s.%d.attn.to_q", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_k, h, h, err, "%s.%d.attn.to_k", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_v, h, h, err, "%s.%d.attn.to_v", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->to_out, h, h, err, "%s.%d.attn.to_out.0", p, i)) ||
         (st = sdc_dit_load_vec(m, &w->norm2_w, h, err, "%s.%d.norm2.weight", p, i)) ||
         (st = sdc_dit_load_vec(m, &w->norm2_b, h, err, "%s.%d.norm2.bias", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->ff_in, f, h, 1, err, "%s.%d.ff.net.0.proj", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->ff_out, h, f, 1, err, "%s.%d.ff.net.2", p, i)) ||
-        (st = sdc_dit_load_linear(m, &w->ada, 2 * h, h, 1, err, "%s.%d.norm_out.linear", p, i)))
+        (st = sdc_dit_load_linear(m, &w->ff_in, f, h, err, "%s.%d.ff.net.0.proj", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->ff_out, h, f, err, "%s.%d.ff.net.2", p, i)) ||
+        (st = sdc_dit_load_linear(m, &w->ada, 2 * h, h, err, "%s.%d.norm_out.linear", p, i)))
         return st;
     return SDC_OK;
 }
@@ -127,9 +127,9 @@ static sdc_status_t byt5_load(sdc_dit_t *m, sdc_error_t *err)
     if (st ||
         (st = sdc_dit_load_vec(m, &e->byt5_norm_w, d2, err, "context_embedder_2.norm.weight")) ||
         (st = sdc_dit_load_vec(m, &e->byt5_norm_b, d2, err, "context_embedder_2.norm.bias")) ||
-        (st = sdc_dit_load_linear(m, &e->byt5_1, hb, d2, 1, err, "context_embedder_2.linear_1")) ||
-        (st = sdc_dit_load_linear(m, &e->byt5_2, hb, hb, 1, err, "context_embedder_2.linear_2")) ||
-        (st = sdc_dit_load_linear(m, &e->byt5_3, m->hidden, hb, 1, err,
+        (st = sdc_dit_load_linear(m, &e->byt5_1, hb, d2, err, "context_embedder_2.linear_1")) ||
+        (st = sdc_dit_load_linear(m, &e->byt5_2, hb, hb, err, "context_embedder_2.linear_2")) ||
+        (st = sdc_dit_load_linear(m, &e->byt5_3, m->hidden, hb, err,
                                   "context_embedder_2.linear_3")))
         return st;
     return SDC_OK;
@@ -151,7 +151,7 @@ sdc_status_t sdc_dit_embed_load(sdc_dit_t *m, sdc_error_t *err)
                         "context_embedder.time_text_embed.timestep_embedder", err)) ||
         (st = mlp2_load(m, &e->ctx_text, d, "context_embedder.time_text_embed.text_embedder",
                         err)) ||
-        (st = sdc_dit_load_linear(m, &e->ctx_proj_in, m->hidden, d, 1, err,
+        (st = sdc_dit_load_linear(m, &e->ctx_proj_in, m->hidden, d, err,
                                   "context_embedder.proj_in")) ||
         (c->text_embed_2_dim > 0 && (st = byt5_load(m, err))))
         return st;
@@ -462,7 +462,7 @@ static sdc_status_t embed_byt5(sdc_dit_t *m, const sdc_dit_input_t *in, const te
         (st = sdc_dit_scratch_f(m, SDC_DIT_SLOT_BIG, 2 * L * hb, &big, err)) ||
         (st = sdc_dit_host_f(m, L * D, &host, err)))
         return st;
-    int64_t k = 0;
+    int64_t k = 0; /* valid rows first, then (untrimmed) the padded ones */
     for (int pass = 1; pass >= 0; pass--)
         for (int64_t i = 0; i < in->n_text_2; i++)
             if (valid_at(in->text_mask_2, i) == pass && (pass || !in->trim_text))

@@ -22,7 +22,7 @@
 
 typedef struct {
     float *w; /* out x in */
-    float *b; /* out, or NULL */
+    float *b; /* out */
     int64_t in, out;
 } sdc_dit_linear_t;
 
@@ -166,9 +166,10 @@ void sdc_dit_single_block(sdc_dit_t *m, const sdc_dit_single_w_t *w,
 sdc_status_t sdc_dit_blocks_load(sdc_dit_t *m, sdc_error_t *err);
 
 /* Loading helpers shared by the weight loaders of each file. */
+/* Loads "<prefix>.weight" (out x in) and "<prefix>.bias" (out). */
 sdc_status_t sdc_dit_load_linear(sdc_dit_t *m, sdc_dit_linear_t *l, int64_t out, int64_t in,
-                                 int bias, sdc_error_t *err, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
+                                 sdc_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 sdc_status_t sdc_dit_load_vec(sdc_dit_t *m, float **v, int64_t n, sdc_error_t *err,
                               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 sdc_status_t sdc_dit_embed_load(sdc_dit_t *m, sdc_error_t *err);

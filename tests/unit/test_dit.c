@@ -26,9 +26,9 @@
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static sdc_backend_t *make_backend(void)
+static sdc_backend_t *make_backend_threads(int n_threads)
 {
-    sdc_backend_config_t cfg = {.name = "cpu", .n_threads = 0};
+    sdc_backend_config_t cfg = {.name = "cpu", .n_threads = n_threads};
     sdc_backend_t *be = NULL;
     sdc_error_t err = {0};
     if (sdc_backend_create(&cfg, &be, &err) != SDC_OK) {
@@ -36,6 +36,11 @@ static sdc_backend_t *make_backend(void)
         return NULL;
     }
     return be;
+}
+
+static sdc_backend_t *make_backend(void)
+{
+    return make_backend_threads(0);
 }
 
 static void transformer_dir(char *buf, size_t cap, const char *model)
@@ -600,7 +605,8 @@ static void test_head(void)
     sdc_dit_sample_t s = {0};
     sdc_error_t err = {0};
     /* The head reads image rows only: a sample without text will do. */
-    if (x_embed && temb && ref && out && sample_upload(m, be, &s, 8, 12, 0, x_embed, temb, NULL) == 0) {
+    if (x_embed && temb && ref && out &&
+        sample_upload(m, be, &s, 8, 12, 0, x_embed, temb, NULL) == 0) {
         CHECK_EQ_INT(sdc_dit_head(m, &s, out, &err), SDC_OK);
         CHECK(test_close("head_out", out, ref, 8 * 8 * 12, TOL));
     } else {
@@ -721,16 +727,16 @@ static int bits_equal(const char *what, const float *a, const float *b, int64_t 
 }
 
 /* Moves a sample from stage a's device to stage b's, as the cluster does. */
-static int transfer(sdc_backend_t *be, sdc_dit_t *a, sdc_dit_sample_t *sa, sdc_dit_t *b,
-                    sdc_dit_sample_t *sb)
+static int transfer(sdc_backend_t *be_a, sdc_dit_t *a, sdc_dit_sample_t *sa,
+                    sdc_backend_t *be_b, sdc_dit_t *b, sdc_dit_sample_t *sb)
 {
     const int64_t h = sdc_dit_hidden(sdc_dit_config(a));
     const int64_t rows = sa->n_img + sa->n_txt;
-    float *x = download(be, sa->x, rows * h);
-    float *t = download(be, sa->temb, h);
+    float *x = download(be_a, sa->x, rows * h);
+    float *t = download(be_a, sa->temb, h);
     uint8_t *mask = sa->txt_mask ? malloc((size_t)sa->n_txt) : NULL;
-    if (mask) be->ops->download(be, mask, sa->txt_mask, (size_t)sa->n_txt);
-    int rc = x && t ? sample_upload(b, be, sb, sa->grid_h, sa->grid_w, sa->n_txt, x, t, mask)
+    if (mask) be_a->ops->download(be_a, mask, sa->txt_mask, (size_t)sa->n_txt);
+    int rc = x && t ? sample_upload(b, be_b, sb, sa->grid_h, sa->grid_w, sa->n_txt, x, t, mask)
                     : -1;
     free(x);
     free(t);
@@ -739,15 +745,18 @@ static int transfer(sdc_backend_t *be, sdc_dit_t *a, sdc_dit_sample_t *sa, sdc_d
     return rc;
 }
 
+/* Every split point, with the two stages on backends of different thread
+ * counts (machines differ), gives the bits of the unsplit forward. */
 static void test_split_determinism(void)
 {
-    sdc_backend_t *be = make_backend();
+    sdc_backend_t *be = make_backend(), *be1 = make_backend_threads(1);
     sdc_dit_t *full = be ? load_range(be, MODEL, 0, -1) : NULL;
     golden_in_t g;
-    if (!full || golden_in_open(&g, "dit_forward.safetensors") != 0) {
+    if (!full || !be1 || golden_in_open(&g, "dit_forward.safetensors") != 0) {
         CHECK(0);
         sdc_dit_free(full);
         sdc_backend_destroy(be);
+        sdc_backend_destroy(be1);
         return;
     }
     const int total = sdc_dit_total_blocks(sdc_dit_config(full));
@@ -759,7 +768,7 @@ static void test_split_determinism(void)
         CHECK(forward(full, &in, ref + c * n) == 0);
     }
     for (int k = 1; k < total; k++) {
-        sdc_dit_t *a = load_range(be, MODEL, 0, k), *b = load_range(be, MODEL, k, total);
+        sdc_dit_t *a = load_range(be1, MODEL, 0, k), *b = load_range(be, MODEL, k, total);
         CHECK(a && b);
         for (int c = 0; a && b && c < 4; c++) {
             sdc_dit_sample_t sa, sb = {0};
@@ -768,7 +777,7 @@ static void test_split_determinism(void)
             golden_in_sample(&g, c / 2, c % 2, &in);
             CHECK_EQ_INT(sdc_dit_embed(a, &in, &sa, &err), SDC_OK);
             CHECK_EQ_INT(sdc_dit_run_blocks(a, &sa, 1, 0, k, &err), SDC_OK);
-            CHECK(transfer(be, a, &sa, b, &sb) == 0);
+            CHECK(transfer(be1, a, &sa, be, b, &sb) == 0);
             CHECK_EQ_INT(sdc_dit_run_blocks(b, &sb, 1, k, total, &err), SDC_OK);
             CHECK_EQ_INT(sdc_dit_head(b, &sb, out, &err), SDC_OK);
             sdc_dit_sample_free(b, &sb);
@@ -783,6 +792,7 @@ static void test_split_determinism(void)
     golden_in_close(&g);
     sdc_dit_free(full);
     sdc_backend_destroy(be);
+    sdc_backend_destroy(be1);
 }
 
 /* A sample's blocks output is the same bits alone or in a micro-batch, with
@@ -824,7 +834,8 @@ static void test_batch_independence(void)
     }
     /* Batched in the order 1, 2, 0 (small, large, small). */
     static const int order[3] = {1, 2, 0};
-    for (int i = 0; i < 3; i++) CHECK_EQ_INT(sdc_dit_embed(m, &ins[order[i]], &batch[i], &err), SDC_OK);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(sdc_dit_embed(m, &ins[order[i]], &batch[i], &err), SDC_OK);
     CHECK_EQ_INT(sdc_dit_run_blocks(m, batch, 3, 0, total, &err), SDC_OK);
     for (int i = 0; i < 3; i++) {
         const sdc_dit_sample_t *a = &alone[order[i]], *b = &batch[i];
@@ -927,9 +938,17 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
+/* Tensors that replace (or add to) the tiny model's in a temporary dir. */
+typedef struct {
+    const char *name;
+    sdc_tensor_t t;
+} replacement_t;
+
 /* A temporary transformer dir: config.json from text, and the tiny model's
- * tensors except `skip` (NULL: all). Returns 0 on success. */
-static int make_dir(char *dir, size_t cap, const char *config, const char *skip)
+ * tensors except `skip` (NULL: none), with n_rep replacements. Returns 0 on
+ * success. */
+static int make_dir_with(char *dir, size_t cap, const char *config, const char *skip,
+                         const replacement_t *rep, size_t n_rep)
 {
     char src[1024], path[1200];
     sdc_st_file_t f;
@@ -944,13 +963,19 @@ static int make_dir(char *dir, size_t cap, const char *config, const char *skip)
     transformer_dir(src, sizeof(src), MODEL);
     snprintf(path, sizeof(path), "%s/diffusion_pytorch_model.safetensors", src);
     if (sdc_st_open(&f, path, &err) != SDC_OK) return -1;
-    const char **names = malloc(f.n_entries * sizeof(*names));
-    sdc_tensor_t *ts = malloc(f.n_entries * sizeof(*ts));
+    const char **names = malloc((f.n_entries + n_rep) * sizeof(*names));
+    sdc_tensor_t *ts = malloc((f.n_entries + n_rep) * sizeof(*ts));
     size_t n = 0;
     for (size_t i = 0; names && ts && i < f.n_entries; i++) {
-        if (skip && strcmp(f.entries[i].name, skip) == 0) continue;
+        int replaced = skip && strcmp(f.entries[i].name, skip) == 0;
+        for (size_t r = 0; r < n_rep; r++) replaced |= strcmp(f.entries[i].name, rep[r].name) == 0;
+        if (replaced) continue;
         names[n] = f.entries[i].name;
         sdc_st_view(&f, &f.entries[i], &ts[n++]);
+    }
+    for (size_t r = 0; names && ts && r < n_rep; r++) {
+        names[n] = rep[r].name;
+        ts[n++] = rep[r].t;
     }
     snprintf(path, sizeof(path), "%s/diffusion_pytorch_model.safetensors", dir);
     int rc = names && ts && sdc_st_write(path, n, names, ts, &err) == SDC_OK ? 0 : -1;
@@ -958,6 +983,11 @@ static int make_dir(char *dir, size_t cap, const char *config, const char *skip)
     free(ts);
     sdc_st_close(&f);
     return rc;
+}
+
+static int make_dir(char *dir, size_t cap, const char *config, const char *skip)
+{
+    return make_dir_with(dir, cap, config, skip, NULL, 0);
 }
 
 static char *tiny_config_text(const char *replace_key, const char *value)
@@ -972,10 +1002,12 @@ static char *tiny_config_text(const char *replace_key, const char *value)
     fclose(fp);
     if (!text || !replace_key) return text;
     text[n] = 0;
-    /* "key": old, -> "key": value, */
+    /* "key": old, -> "key": value, where old is a scalar or a flat array */
     char *k = strstr(text, replace_key);
     char *colon = k ? strchr(k, ':') : NULL;
-    char *end = colon ? strpbrk(colon, ",}") : NULL;
+    char *old = colon ? colon + 1 + strspn(colon + 1, " \n\t") : NULL;
+    char *end = !old ? NULL : *old == '[' ? strchr(old, ']') : strpbrk(old, ",}");
+    if (end && *end == ']') end++;
     if (!end) {
         free(text);
         return NULL;
@@ -1046,6 +1078,134 @@ static void test_load_errors(void)
     sdc_backend_destroy(be);
 }
 
+/* ---- patch size 2 x 2 ----------------------------------------------------- */
+
+/* A tensor of the tiny model as float32 (n elements expected). */
+static float *model_tensor(const char *name, int64_t n)
+{
+    char dir[1024], path[1200];
+    sdc_st_file_t f;
+    sdc_error_t err = {0};
+    sdc_tensor_t t;
+    transformer_dir(dir, sizeof(dir), MODEL);
+    snprintf(path, sizeof(path), "%s/diffusion_pytorch_model.safetensors", dir);
+    if (sdc_st_open(&f, path, &err) != SDC_OK) return NULL;
+    const sdc_st_entry_t *e = sdc_st_find(&f, name);
+    float *out = e && sdc_shape_numel(e->ndim, e->shape) == n ? malloc((size_t)n * 4) : NULL;
+    if (out) {
+        sdc_st_view(&f, e, &t);
+        if (sdc_convert_to_f32(out, t.data, e->dtype, n) != SDC_OK) {
+            free(out);
+            out = NULL;
+        }
+    }
+    sdc_st_close(&f);
+    return out;
+}
+
+static void fill_uniform(float *x, int64_t n, float scale, uint32_t seed)
+{
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = scale * (float)((double)(seed >> 8) / 16777216.0 * 2.0 - 1.0);
+    }
+}
+
+/* x_embedder (patchify + linear) and the head (norm_out, proj_out,
+ * unpatchify) for a 2 x 2 patch, against direct host loops over the conv and
+ * the unpatchify index map; the goldens only cover patch 1 x 1. */
+static void test_patch2(void)
+{
+    enum { C = 8, H = 8, W = 12, PH = 2, PW = 2, GH = H / PH, GW = W / PW, HID = 64 };
+    enum { K = C * PH * PW, N_IMG = GH * GW };
+    static float wx[HID * K], wo[K * HID], bo[K], lat[C * H * W];
+    fill_uniform(wx, HID * K, 0.2f, 1);
+    fill_uniform(wo, K * HID, 0.15f, 2);
+    fill_uniform(bo, K, 0.05f, 3);
+    fill_uniform(lat, C * H * W, 1.0f, 4);
+    replacement_t rep[3] = {{"x_embedder.proj.weight", {0}}, {"proj_out.weight", {0}},
+                            {"proj_out.bias", {0}}};
+    const int64_t s_wx[4] = {HID, C, PH, PW}, s_wo[2] = {K, HID}, s_bo[1] = {K};
+    sdc_tensor_init(&rep[0].t, SDC_DTYPE_F32, 4, s_wx, wx);
+    sdc_tensor_init(&rep[1].t, SDC_DTYPE_F32, 2, s_wo, wo);
+    sdc_tensor_init(&rep[2].t, SDC_DTYPE_F32, 1, s_bo, bo);
+
+    char *config = tiny_config_text("\"patch_size\"", "[2, 2]");
+    char dir[256];
+    sdc_backend_t *be = make_backend();
+    golden_in_t g;
+    float *bx = model_tensor("x_embedder.proj.bias", HID);
+    float *wn = model_tensor("norm_out.linear.weight", 2 * HID * HID);
+    float *bn = model_tensor("norm_out.linear.bias", 2 * HID);
+    sdc_dit_t *m = NULL;
+    sdc_dit_sample_t s = {0};
+    sdc_error_t err = {0};
+    int have_dir = 0, have_g = 0;
+    if (!config || !be || !bx || !wn || !bn ||
+        !(have_dir = make_dir_with(dir, sizeof(dir), config, NULL, rep, 3) == 0) ||
+        sdc_dit_load(&m, be, dir, 0, 4, &err) != SDC_OK ||
+        !(have_g = golden_in_open(&g, "dit_forward.safetensors") == 0)) {
+        CHECK_MSG(0, "setup: %s", err.msg);
+        goto out;
+    }
+    CHECK_EQ_INT(sdc_dit_config(m)->patch_size[0], 2);
+    sdc_dit_input_t in;
+    golden_in_sample(&g, 0, 1, &in);
+    in.latent = lat;
+    in.height = H;
+    in.width = W;
+    CHECK_EQ_INT(sdc_dit_embed(m, &in, &s, &err), SDC_OK);
+    CHECK(s.grid_h == GH && s.grid_w == GW && s.n_img == N_IMG);
+    static float x[N_IMG * HID], ref[N_IMG * HID], temb[HID], out[C * H * W], want[C * H * W];
+    be->ops->download(be, x, s.x, sizeof(x));
+    be->ops->download(be, temb, s.temb, sizeof(temb));
+    for (int gy = 0; gy < GH; gy++)
+        for (int gx = 0; gx < GW; gx++)
+            for (int o = 0; o < HID; o++) {
+                double acc = bx[o];
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < PH; i++)
+                        for (int j = 0; j < PW; j++)
+                            acc += (double)wx[((o * C + c) * PH + i) * PW + j] *
+                                   lat[(c * H + gy * PH + i) * W + gx * PW + j];
+                ref[(gy * GW + gx) * HID + o] = (float)acc;
+            }
+    CHECK(test_close("patch 2x2 x_embed", x, ref, N_IMG * HID, TOL));
+
+    /* Head on those rows: emb = linear(silu(temb)) -> scale, shift. */
+    double emb[2 * HID];
+    for (int o = 0; o < 2 * HID; o++) {
+        emb[o] = bn[o];
+        for (int d = 0; d < HID; d++)
+            emb[o] += (double)wn[o * HID + d] * (temb[d] / (1.0 + exp(-(double)temb[d])));
+    }
+    for (int t = 0; t < N_IMG; t++) {
+        double mean = 0, var = 0, y[HID];
+        for (int d = 0; d < HID; d++) mean += x[t * HID + d] / (double)HID;
+        for (int d = 0; d < HID; d++) var += pow(x[t * HID + d] - mean, 2) / HID;
+        for (int d = 0; d < HID; d++)
+            y[d] = (x[t * HID + d] - mean) / sqrt(var + 1e-6) * (1 + emb[d]) + emb[HID + d];
+        for (int q = 0; q < K; q++) {
+            double acc = bo[q];
+            for (int d = 0; d < HID; d++) acc += (double)wo[q * HID + d] * y[d];
+            const int c = q / (PH * PW), i = q / PW % PH, j = q % PW;
+            want[(c * H + (t / GW) * PH + i) * W + (t % GW) * PW + j] = (float)acc;
+        }
+    }
+    CHECK_EQ_INT(sdc_dit_head(m, &s, out, &err), SDC_OK);
+    CHECK(test_close("patch 2x2 head", out, want, C * H * W, TOL));
+out:
+    if (m) sdc_dit_sample_free(m, &s);
+    sdc_dit_free(m);
+    if (have_g) golden_in_close(&g);
+    if (have_dir) nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(config);
+    free(bx);
+    free(wn);
+    free(bn);
+    sdc_backend_destroy(be);
+}
+
 int main(void)
 {
     RUN(test_config_tiny);
@@ -1064,5 +1224,6 @@ int main(void)
     RUN(test_batch_independence);
     RUN(test_stage_errors);
     RUN(test_load_errors);
+    RUN(test_patch2);
     TEST_EXIT();
 }
