@@ -14,6 +14,7 @@
  */
 #include "backend.h"
 
+#include <assert.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -26,6 +27,10 @@
  * team costs more than it saves. */
 #define PAR_MIN_ELEMS 32768
 #define PAR_CHUNK 16384
+
+/* Products below this many FLOPs run on one thread (tens of microseconds:
+ * less than the team's wake-up and barriers cost on a busy machine). */
+#define PAR_MIN_FLOPS 4e6
 
 /* Query rows per attention task; a multiple of SDC_GEMM_MR. */
 #define ATTN_TILE 48
@@ -85,6 +90,11 @@ static int32_t *cpu_key_list(sdc_backend_t *be, int64_t n)
 static int n_threads_for(const sdc_backend_t *be, int64_t elems)
 {
     return elems < PAR_MIN_ELEMS ? 1 : be->n_threads;
+}
+
+static int n_threads_for_flops(const sdc_backend_t *be, double flops)
+{
+    return flops < PAR_MIN_FLOPS ? 1 : be->n_threads;
 }
 
 /* ---- memory ------------------------------------------------------------ */
@@ -154,6 +164,7 @@ static void cpu_copy_strided(sdc_backend_t *be, float *dst, const float *src, in
                              const int64_t *shape, const int64_t *dst_stride,
                              const int64_t *src_stride)
 {
+    assert(ndim <= 6);
     if (ndim <= 0) {
         dst[0] = src[0];
         return;
@@ -188,16 +199,19 @@ static void cpu_linear(sdc_backend_t *be, float *y, int64_t ldy, const float *x,
     sdc_gemm_t g = {.M = M, .N = N, .K = K, .a = x, .lda = ldx, .c = y, .ldc = ldy,
                     .bias = b, .pack_b = sdc_gemm_pack_b_nk, .b_ctx = &bw};
 
+    assert(ldx >= K && ldy >= N && (const float *)y != x);
     if (M <= 0 || N <= 0)
         return;
     float *scratch = cpu_scratch(be, sdc_gemm_scratch_floats(&g));
-    sdc_gemm_run(impl_of(be)->kt, &g, scratch, be->n_threads);
+    sdc_gemm_run(impl_of(be)->kt, &g, scratch,
+                 n_threads_for_flops(be, 2.0 * (double)M * (double)N * (double)K));
 }
 
 /* ---- normalization ----------------------------------------------------- */
 
-/* Sum and sum of squares about `shift` in double, four interleaved
- * accumulators combined in a fixed order. */
+/* Sums (of x, and of (x - shift)^2) in double: four interleaved
+ * accumulators combined in a fixed order, so that the latency of one add
+ * chain does not bound the loop while the order stays fixed. */
 static double sum_f64(const float *x, int64_t n)
 {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -256,6 +270,7 @@ static void cpu_layer_norm(sdc_backend_t *be, float *y, const float *x, const fl
 static void cpu_rms_norm(sdc_backend_t *be, float *y, const float *x, const float *w,
                          int64_t rows, int64_t dim, int64_t ld, float eps)
 {
+    assert(ld >= dim);
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(be, rows * dim))
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * ld;
@@ -273,6 +288,8 @@ static void cpu_group_norm(sdc_backend_t *be, float *y, const float *x, const fl
                            const float *beta, int64_t C, int64_t HW, int64_t groups, float eps)
 {
     const int64_t cpg = C / groups, n = cpg * HW;
+
+    assert(groups > 0 && C % groups == 0);
 
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(be, C * HW))
     for (int64_t g = 0; g < groups; g++) {
@@ -310,6 +327,7 @@ static void cpu_modulate(sdc_backend_t *be, float *y, const float *x, const floa
 static void cpu_gate_add(sdc_backend_t *be, float *x, const float *gate, const float *r_,
                          int64_t ldr, int64_t rows, int64_t dim)
 {
+    assert(ldr >= dim);
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(be, rows * dim))
     for (int64_t r = 0; r < rows; r++) {
         float *xr = x + r * dim;
@@ -400,7 +418,9 @@ static void cpu_softmax(sdc_backend_t *be, float *x, int64_t rows, int64_t dim)
 /* ---- attention --------------------------------------------------------- */
 
 typedef struct {
-    int64_t n_keys, Dh, kpad;
+    int64_t n_keys, Dh;
+    int64_t kpad;         /* row stride of the score tile */
+    int64_t dpad;         /* Dh rounded up to whole B panels */
     int64_t pk, pv, s, a; /* floats of each per-thread buffer */
 } attn_layout_t;
 
@@ -408,6 +428,9 @@ static attn_layout_t attn_layout(int64_t n_keys, int64_t Dh)
 {
     attn_layout_t L = {.n_keys = n_keys, .Dh = Dh};
     L.kpad = sdc_gemm_round_up(n_keys, SDC_GEMM_NR);
+    if (L.kpad % 1024 == 0) /* rows 4 KiB apart would share L1 sets */
+        L.kpad += SDC_GEMM_NR;
+    L.dpad = sdc_gemm_round_up(Dh, SDC_GEMM_NR);
     L.pk = sdc_gemm_round_up(sdc_gemm_packed_b_floats(n_keys, Dh), 16);
     L.pv = sdc_gemm_round_up(sdc_gemm_packed_b_floats(Dh, n_keys), 16);
     L.s = sdc_gemm_round_up(ATTN_TILE * L.kpad, 16);
@@ -433,11 +456,16 @@ static void attn_tile(const sdc_cpu_kernels_t *kt, const attn_layout_t *L, float
     sdc_gemm_packed(kt, s, L->kpad, q, ldq, pk, apack, m, L->n_keys, L->Dh, NULL);
     for (int64_t r = 0; r < m; r++)
         sums[r] = kt->softmax_row(s + r * L->kpad, s + r * L->kpad, L->n_keys, scale);
-    sdc_gemm_packed(kt, out, ldo, s, L->kpad, pv, apack, m, L->Dh, L->n_keys, NULL);
+    /* P is read once per K-block, so it is not worth packing. */
+    for (int64_t pc = 0; pc < L->n_keys; pc += SDC_GEMM_KC) {
+        int64_t kc = L->n_keys - pc < SDC_GEMM_KC ? L->n_keys - pc : SDC_GEMM_KC;
+        sdc_gemm_block_rows(kt, out, ldo, s + pc, L->kpad, pv + pc * L->dpad, m, L->Dh, kc, NULL,
+                            pc == 0 ? SDC_GEMM_STORE : SDC_GEMM_ACCUM);
+    }
     for (int64_t r = 0; r < m; r++) {
-        float *o = out + r * ldo;
+        float *o = out + r * ldo, inv = 1.0f / sums[r];
         for (int64_t d = 0; d < L->Dh; d++)
-            o[d] = o[d] / sums[r];
+            o[d] = o[d] * inv;
     }
 }
 
@@ -450,6 +478,7 @@ static void cpu_attention(sdc_backend_t *be, float *out, int64_t ldo, const floa
     const int32_t *rows = NULL;
     int64_t n_keys = Lk;
 
+    assert(ldq >= H * Dh && ldk >= H * Dh && ldv >= H * Dh && ldo >= H * Dh);
     if (Lq <= 0 || H <= 0 || Dh <= 0)
         return;
     if (key_mask) {
@@ -469,18 +498,22 @@ static void cpu_attention(sdc_backend_t *be, float *out, int64_t ldo, const floa
     const attn_layout_t L = attn_layout(n_keys, Dh);
     const int64_t per_thread = L.pk + L.pv + L.s + L.a;
     const int64_t n_tiles = (Lq + ATTN_TILE - 1) / ATTN_TILE, n_tasks = n_tiles * H;
-    const int nt = n_tasks < be->n_threads ? (int)n_tasks : be->n_threads;
+    const double flops = 4.0 * (double)Lq * (double)n_keys * (double)(H * Dh);
+    const int nt_max = n_threads_for_flops(be, flops);
+    const int nt = n_tasks < nt_max ? (int)n_tasks : nt_max;
     float *scratch = cpu_scratch(be, per_thread * nt);
 
-    /* Contiguous static blocks of (head, tile) tasks: a thread packs each
-     * head it meets once. */
+    /* Tasks go out in runs of consecutive (head, tile) pairs, about four
+     * runs per thread, so that a thread packs a head's keys and values once
+     * per run, and a thread that falls behind (a busy machine) takes fewer. */
+    const int64_t run = n_tasks / (4 * nt) > 1 ? n_tasks / (4 * nt) : 1;
 #pragma omp parallel num_threads(nt)
     {
         float *pk = scratch + per_thread * omp_get_thread_num();
         float *pv = pk + L.pk, *s = pv + L.pv, *apack = s + L.s;
         int64_t packed_head = -1;
 
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, run)
         for (int64_t t = 0; t < n_tasks; t++) {
             int64_t h = t / n_tiles, i0 = (t % n_tiles) * ATTN_TILE;
             int64_t m = Lq - i0 < ATTN_TILE ? Lq - i0 : ATTN_TILE;
@@ -500,6 +533,7 @@ static void cpu_attention(sdc_backend_t *be, float *out, int64_t ldo, const floa
 static void cpu_rope(sdc_backend_t *be, float *x, int64_t ld, const float *cos_,
                      const float *sin_, int64_t L, int64_t H, int64_t Dh)
 {
+    assert(Dh % 2 == 0 && ld >= H * Dh);
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(be, L * H * Dh))
     for (int64_t t = 0; t < L; t++) {
         const float *c = cos_ + t * Dh, *s = sin_ + t * Dh;
@@ -521,6 +555,42 @@ typedef struct {
     int64_t Cin, H, W, Wo, kh, kw, stride, pad;
 } conv_src_t;
 
+/* One im2col row (input channel c, tap ky, kx) for NR output pixels that
+ * share output row oy and start at column ox0, stride 1: a shifted copy of
+ * one image row, zero outside the image. */
+static void conv_pack_row_s1(float *d, const conv_src_t *cs, const float *xc, int64_t oy,
+                             int64_t ox0, int64_t ky, int64_t kx)
+{
+    int64_t iy = oy - cs->pad + ky, ix0 = ox0 - cs->pad + kx;
+
+    if (iy < 0 || iy >= cs->H) {
+        memset(d, 0, SDC_GEMM_NR * sizeof(float));
+        return;
+    }
+    const float *row = xc + iy * cs->W;
+    if (ix0 >= 0 && ix0 + SDC_GEMM_NR <= cs->W) {
+        memcpy(d, row + ix0, SDC_GEMM_NR * sizeof(float));
+        return;
+    }
+    for (int64_t j = 0; j < SDC_GEMM_NR; j++) {
+        int64_t ix = ix0 + j;
+        d[j] = ix >= 0 && ix < cs->W ? row[ix] : 0.0f;
+    }
+}
+
+/* Any stride, pixels anywhere: each column located on its own. */
+static void conv_pack_row_any(float *d, const conv_src_t *cs, const float *xc,
+                              const int64_t *iy0, const int64_t *ix0, int64_t nr, int64_t ky,
+                              int64_t kx)
+{
+    for (int64_t j = 0; j < nr; j++) {
+        int64_t iy = iy0[j] + ky, ix = ix0[j] + kx;
+        d[j] = iy >= 0 && iy < cs->H && ix >= 0 && ix < cs->W ? xc[iy * cs->W + ix] : 0.0f;
+    }
+    for (int64_t j = nr; j < SDC_GEMM_NR; j++)
+        d[j] = 0.0f;
+}
+
 /* Packs the im2col matrix (rows: cin, ky, kx; columns: output pixels)
  * straight from the image, so that no column buffer is ever built. */
 static void conv_pack_b(const void *ctx, float *dst, int64_t k0, int64_t kc, int64_t n0,
@@ -531,24 +601,30 @@ static void conv_pack_b(const void *ctx, float *dst, int64_t k0, int64_t kc, int
 
     for (int64_t j0 = 0; j0 < nc; j0 += SDC_GEMM_NR) {
         int64_t nr = nc - j0 < SDC_GEMM_NR ? nc - j0 : SDC_GEMM_NR;
+        int64_t p0 = n0 + j0, oy = p0 / cs->Wo, ox0 = p0 % cs->Wo;
+        int one_row = cs->stride == 1 && nr == SDC_GEMM_NR && ox0 + SDC_GEMM_NR <= cs->Wo;
         int64_t iy0[SDC_GEMM_NR], ix0[SDC_GEMM_NR];
-        for (int64_t j = 0; j < nr; j++) {
-            int64_t p = n0 + j0 + j;
-            iy0[j] = (p / cs->Wo) * cs->stride - cs->pad;
-            ix0[j] = (p % cs->Wo) * cs->stride - cs->pad;
+        if (!one_row) {
+            for (int64_t j = 0; j < nr; j++) {
+                iy0[j] = ((p0 + j) / cs->Wo) * cs->stride - cs->pad;
+                ix0[j] = ((p0 + j) % cs->Wo) * cs->stride - cs->pad;
+            }
         }
+        int64_t c = k0 / khw, ky = (k0 % khw) / cs->kw, kx = k0 % cs->kw;
         for (int64_t kk = 0; kk < kc; kk++) {
-            int64_t k = k0 + kk, c = k / khw, r = k % khw;
-            int64_t ky = r / cs->kw, kx = r % cs->kw;
             const float *xc = cs->x + c * cs->H * cs->W;
             float *d = dst + kk * SDC_GEMM_NR;
-            for (int64_t j = 0; j < nr; j++) {
-                int64_t iy = iy0[j] + ky, ix = ix0[j] + kx;
-                d[j] = (iy >= 0 && iy < cs->H && ix >= 0 && ix < cs->W) ? xc[iy * cs->W + ix]
-                                                                         : 0.0f;
+            if (one_row)
+                conv_pack_row_s1(d, cs, xc, oy, ox0, ky, kx);
+            else
+                conv_pack_row_any(d, cs, xc, iy0, ix0, nr, ky, kx);
+            if (++kx == cs->kw) {
+                kx = 0;
+                if (++ky == cs->kh) {
+                    ky = 0;
+                    c++;
+                }
             }
-            for (int64_t j = nr; j < SDC_GEMM_NR; j++)
-                d[j] = 0.0f;
         }
         dst += SDC_GEMM_NR * kc;
     }
@@ -569,10 +645,11 @@ static void cpu_conv2d(sdc_backend_t *be, float *y, const float *x, const float 
                     .pack_b = direct ? sdc_gemm_pack_b_kn : conv_pack_b,
                     .b_ctx = direct ? (const void *)&plain : (const void *)&cs};
 
+    assert(stride >= 1 && pad >= 0 && kh >= 1 && kw >= 1);
     if (Cout <= 0 || HWo <= 0)
         return;
     sdc_gemm_run(impl_of(be)->kt, &g, cpu_scratch(be, sdc_gemm_scratch_floats(&g)),
-                 be->n_threads);
+                 n_threads_for_flops(be, 2.0 * (double)g.M * (double)g.N * (double)g.K));
     if (!b)
         return;
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(be, Cout * HWo))

@@ -24,10 +24,22 @@ static inline int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* Packing reads short pieces of many rows (KC floats from each), too short
+ * for the hardware prefetcher to pick up; fetching the next rows while this
+ * piece is copied turns the memory latency into bandwidth. */
+static void prefetch_rows(const float *first, int64_t ld, int64_t rows, int64_t len)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t k = 0; k < len; k += 16)
+            __builtin_prefetch(first + i * ld + k, 0, 3);
+}
+
 void sdc_gemm_pack_a(float *dst, const float *a, int64_t lda, int64_t m, int64_t k0, int64_t kc)
 {
     for (int64_t i0 = 0; i0 < m; i0 += MR) {
         int64_t mr = min64(MR, m - i0);
+        if (i0 + MR < m)
+            prefetch_rows(a + (i0 + MR) * lda + k0, lda, min64(MR, m - i0 - MR), kc);
         for (int64_t i = 0; i < mr; i++) {
             const float *src = a + (i0 + i) * lda + k0;
             for (int64_t k = 0; k < kc; k++)
@@ -47,6 +59,8 @@ void sdc_gemm_pack_b_nk(const void *ctx, float *dst, int64_t k0, int64_t kc, int
 
     for (int64_t j0 = 0; j0 < nc; j0 += NR) {
         int64_t nr = min64(NR, nc - j0);
+        if (!B->rows && j0 + NR < nc)
+            prefetch_rows(B->b + (n0 + j0 + NR) * B->ld + k0, B->ld, min64(NR, nc - j0 - NR), kc);
         for (int64_t j = 0; j < nr; j++) {
             int64_t row = n0 + j0 + j;
             const float *src = B->b + (B->rows ? B->rows[row] : row) * B->ld + k0;
@@ -65,16 +79,17 @@ void sdc_gemm_pack_b_kn(const void *ctx, float *dst, int64_t k0, int64_t kc, int
 {
     const sdc_gemm_bkn_t *B = ctx;
 
-    for (int64_t j0 = 0; j0 < nc; j0 += NR) {
-        int64_t nr = min64(NR, nc - j0);
-        for (int64_t k = 0; k < kc; k++) {
-            int64_t row = k0 + k;
-            const float *src = B->b + (B->rows ? B->rows[row] : row) * B->ld + n0 + j0;
-            float *d = dst + k * NR;
-            memcpy(d, src, (size_t)nr * sizeof(float));
+    /* Row by row, each row dealt out to every panel: one pass over B, which
+     * is usually far bigger than a cache and strided. */
+    for (int64_t k = 0; k < kc; k++) {
+        int64_t row = k0 + k;
+        const float *src = B->b + (B->rows ? B->rows[row] : row) * B->ld + n0;
+        float *d = dst + k * NR;
+        for (int64_t j0 = 0; j0 < nc; j0 += NR, d += NR * kc) {
+            int64_t nr = min64(NR, nc - j0);
+            memcpy(d, src + j0, (size_t)nr * sizeof(float));
             memset(d + nr, 0, (size_t)(NR - nr) * sizeof(float));
         }
-        dst += NR * kc;
     }
 }
 
@@ -89,6 +104,21 @@ void sdc_gemm_block(const sdc_cpu_kernels_t *kt, float *c, int64_t ldc, const fl
             int mr = (int)min64(MR, m - ir);
             kt->gemm_tile(kc, apack + ir * kc, bp, c + ir * ldc + jr, ldc, mr, nr,
                           bias ? bias + jr : NULL, mode);
+        }
+    }
+}
+
+void sdc_gemm_block_rows(const sdc_cpu_kernels_t *kt, float *c, int64_t ldc, const float *a,
+                         int64_t lda, const float *bpack, int64_t m, int64_t n, int64_t kc,
+                         const float *bias, sdc_gemm_mode_t mode)
+{
+    for (int64_t jr = 0; jr < n; jr += NR) {
+        const float *bp = bpack + jr * kc;
+        int nr = (int)min64(NR, n - jr);
+        for (int64_t ir = 0; ir < m; ir += MR) {
+            int mr = (int)min64(MR, m - ir);
+            kt->gemm_tile_rows(kc, a + ir * lda, lda, bp, c + ir * ldc + jr, ldc, mr, nr,
+                               bias ? bias + jr : NULL, mode);
         }
     }
 }
@@ -137,13 +167,14 @@ int64_t sdc_gemm_scratch_floats(const sdc_gemm_t *g)
     return nc * KC + sdc_gemm_round_up(g->M, MR) * KC;
 }
 
-/* Splits the NR-panels of a B block into chunks so that there are a few
- * tasks per thread even when A has a single row block. */
+/* Splits the NR-panels of a B block into chunks so that each thread gets
+ * some 16 tasks: few enough to keep tasks big, enough that the last one to
+ * finish does not leave the others idle for long. */
 static int64_t gemm_chunks(int64_t n_panels, int64_t n_row_blocks, int n_threads)
 {
-    int64_t want = (4 * (int64_t)n_threads + n_row_blocks - 1) / n_row_blocks;
     if (n_threads == 1)
-        want = 1;
+        return 1;
+    int64_t want = (16 * (int64_t)n_threads + n_row_blocks - 1) / n_row_blocks;
     return want < 1 ? 1 : min64(want, n_panels);
 }
 
@@ -164,19 +195,22 @@ void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scrat
         return;
     }
 
+    /* K-blocks outermost: A is packed once per K-block, B once per
+     * (K-block, column block); C takes one K-block's sums at a time. */
 #pragma omp parallel num_threads(n_threads)
-    for (int64_t jc = 0; jc < N; jc += SDC_GEMM_NC) {
-        const int64_t nc = min64(SDC_GEMM_NC, N - jc);
-        const int64_t n_bpanels = (nc + NR - 1) / NR;
-        const int64_t n_chunks = gemm_chunks(n_bpanels, n_rowblocks, n_threads);
-        const int64_t n_tasks = n_chunks * n_rowblocks;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = min64(KC, K - pc);
+        const sdc_gemm_mode_t mode = pc == 0 ? SDC_GEMM_STORE : SDC_GEMM_ACCUM;
 
-        for (int64_t pc = 0; pc < K; pc += KC) {
-            const int64_t kc = min64(KC, K - pc);
-            const sdc_gemm_mode_t mode = pc == 0 ? SDC_GEMM_STORE : SDC_GEMM_ACCUM;
+        for (int64_t jc = 0; jc < N; jc += SDC_GEMM_NC) {
+            const int64_t nc = min64(SDC_GEMM_NC, N - jc);
+            const int64_t n_bpanels = (nc + NR - 1) / NR;
+            const int64_t n_pack = n_bpanels + (jc == 0 ? n_apanels : 0);
+            const int64_t n_chunks = gemm_chunks(n_bpanels, n_rowblocks, n_threads);
+            const int64_t n_tasks = n_chunks * n_rowblocks;
 
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < n_bpanels + n_apanels; t++) {
+            for (int64_t t = 0; t < n_pack; t++) {
                 if (t < n_bpanels) {
                     g->pack_b(g->b_ctx, bpack + t * NR * kc, pc, kc, jc + t * NR,
                               min64(NR, nc - t * NR));

@@ -23,18 +23,24 @@
 
 /* ---- portable C ------------------------------------------------------- */
 
-static void gemm_tile_generic(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                              int mr, int nr, const float *bias, sdc_gemm_mode_t mode)
+/* A is read at a[i * rs + k * ks]: packed panels are (1, MR), plain rows
+ * are (lda, 1). Rows past mr are read from row 0 (and never stored), so
+ * plain rows need no padding. */
+static void gemm_tile_any_generic(int64_t kc, const float *a, int64_t rs, int64_t ks,
+                                  const float *b, float *c, int64_t ldc, int mr, int nr,
+                                  const float *bias, sdc_gemm_mode_t mode)
 {
     float acc[SDC_GEMM_MR][SDC_GEMM_NR] = {{0}};
+    const float *ar[SDC_GEMM_MR];
 
+    for (int i = 0; i < SDC_GEMM_MR; i++)
+        ar[i] = a + (i < mr ? i : 0) * rs;
     for (int64_t k = 0; k < kc; k++) {
         for (int i = 0; i < SDC_GEMM_MR; i++) {
-            float ai = a[i];
+            float ai = ar[i][k * ks];
             for (int j = 0; j < SDC_GEMM_NR; j++)
                 acc[i][j] = acc[i][j] + ai * b[j];
         }
-        a += SDC_GEMM_MR;
         b += SDC_GEMM_NR;
     }
     for (int i = 0; i < mr; i++) {
@@ -46,6 +52,19 @@ static void gemm_tile_generic(int64_t kc, const float *a, const float *b, float 
                 ci[j] = bias ? bias[j] + acc[i][j] : acc[i][j];
         }
     }
+}
+
+static void gemm_tile_generic(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                              int mr, int nr, const float *bias, sdc_gemm_mode_t mode)
+{
+    gemm_tile_any_generic(kc, a, 1, SDC_GEMM_MR, b, c, ldc, mr, nr, bias, mode);
+}
+
+static void gemm_tile_rows_generic(int64_t kc, const float *a, int64_t lda, const float *b,
+                                   float *c, int64_t ldc, int mr, int nr, const float *bias,
+                                   sdc_gemm_mode_t mode)
+{
+    gemm_tile_any_generic(kc, a, lda, 1, b, c, ldc, mr, nr, bias, mode);
 }
 
 static float softmax_row_generic(float *p, const float *x, int64_t n, float scale)
@@ -81,6 +100,7 @@ static void silu_generic(float *y, const float *x, int64_t n)
 static const sdc_cpu_kernels_t kernels_generic = {
     .name = "generic",
     .gemm_tile = gemm_tile_generic,
+    .gemm_tile_rows = gemm_tile_rows_generic,
     .softmax_row = softmax_row_generic,
     .gelu_tanh = gelu_tanh_generic,
     .silu = silu_generic,
@@ -125,50 +145,50 @@ AVX2 static inline float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-AVX2 static inline __m256 fma_row(__m256 acc, __m256 a, __m256 b)
+/* One k step of the 6 x 16 tile: row i of A contributes a_i * b[0..16). */
+#define TILE_STEP(a0, a1, a2, a3, a4, a5)                        \
+    do {                                                         \
+        __m256 b0_ = _mm256_loadu_ps(b), b1_ = _mm256_loadu_ps(b + 8), ai_; \
+        ai_ = _mm256_broadcast_ss(a0);                           \
+        c00 = _mm256_fmadd_ps(ai_, b0_, c00);                    \
+        c01 = _mm256_fmadd_ps(ai_, b1_, c01);                    \
+        ai_ = _mm256_broadcast_ss(a1);                           \
+        c10 = _mm256_fmadd_ps(ai_, b0_, c10);                    \
+        c11 = _mm256_fmadd_ps(ai_, b1_, c11);                    \
+        ai_ = _mm256_broadcast_ss(a2);                           \
+        c20 = _mm256_fmadd_ps(ai_, b0_, c20);                    \
+        c21 = _mm256_fmadd_ps(ai_, b1_, c21);                    \
+        ai_ = _mm256_broadcast_ss(a3);                           \
+        c30 = _mm256_fmadd_ps(ai_, b0_, c30);                    \
+        c31 = _mm256_fmadd_ps(ai_, b1_, c31);                    \
+        ai_ = _mm256_broadcast_ss(a4);                           \
+        c40 = _mm256_fmadd_ps(ai_, b0_, c40);                    \
+        c41 = _mm256_fmadd_ps(ai_, b1_, c41);                    \
+        ai_ = _mm256_broadcast_ss(a5);                           \
+        c50 = _mm256_fmadd_ps(ai_, b0_, c50);                    \
+        c51 = _mm256_fmadd_ps(ai_, b1_, c51);                    \
+        b += SDC_GEMM_NR;                                        \
+    } while (0)
+
+#define TILE_DECLARE_ACC                                                                   \
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00; \
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00
+
+/* C comes from far away (it is the big operand); start fetching it before
+ * the k loop so that the stores at the end do not wait on it. (A macro: GCC
+ * 12 drops the prefetches when this is an inline function.) */
+#define TILE_PREFETCH_C(c, ldc, mr, nr)                                  \
+    do {                                                                 \
+        for (int i_ = 0; i_ < (mr); i_++) {                              \
+            __builtin_prefetch((c) + i_ * (ldc), 1, 3);                  \
+            __builtin_prefetch((c) + i_ * (ldc) + (nr)-1, 1, 3);         \
+        }                                                                \
+    } while (0)
+
+/* Writes the top-left mr x nr of the tile: c = acc, bias + acc or c + acc. */
+AVX2 static inline void tile_store(__m256 acc[SDC_GEMM_MR][2], float *c, int64_t ldc, int mr,
+                                   int nr, const float *bias, sdc_gemm_mode_t mode)
 {
-    return _mm256_fmadd_ps(a, b, acc);
-}
-
-AVX2 static void gemm_tile_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
-                                int mr, int nr, const float *bias, sdc_gemm_mode_t mode)
-{
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-
-    /* C comes from far away (it is the big operand); start fetching it now
-     * so that the stores at the end do not wait on it. */
-    for (int i = 0; i < mr; i++) {
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + nr - 1), _MM_HINT_T0);
-    }
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), ai;
-        ai = _mm256_broadcast_ss(a + 0);
-        c00 = fma_row(c00, ai, b0);
-        c01 = fma_row(c01, ai, b1);
-        ai = _mm256_broadcast_ss(a + 1);
-        c10 = fma_row(c10, ai, b0);
-        c11 = fma_row(c11, ai, b1);
-        ai = _mm256_broadcast_ss(a + 2);
-        c20 = fma_row(c20, ai, b0);
-        c21 = fma_row(c21, ai, b1);
-        ai = _mm256_broadcast_ss(a + 3);
-        c30 = fma_row(c30, ai, b0);
-        c31 = fma_row(c31, ai, b1);
-        ai = _mm256_broadcast_ss(a + 4);
-        c40 = fma_row(c40, ai, b0);
-        c41 = fma_row(c41, ai, b1);
-        ai = _mm256_broadcast_ss(a + 5);
-        c50 = fma_row(c50, ai, b0);
-        c51 = fma_row(c51, ai, b1);
-        a += SDC_GEMM_MR;
-        b += SDC_GEMM_NR;
-    }
-
-    __m256 acc[SDC_GEMM_MR][2] = {
-        {c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     if (mr == SDC_GEMM_MR && nr == SDC_GEMM_NR) {
         __m256 bias0 = _mm256_setzero_ps(), bias1 = bias0;
         if (bias) {
@@ -204,6 +224,41 @@ AVX2 static void gemm_tile_avx2(int64_t kc, const float *a, const float *b, floa
                 ci[j] = bias ? bias[j] + t[i][j] : t[i][j];
         }
     }
+}
+
+AVX2 static void gemm_tile_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                                int mr, int nr, const float *bias, sdc_gemm_mode_t mode)
+{
+    TILE_DECLARE_ACC;
+
+    TILE_PREFETCH_C(c, ldc, mr, nr);
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+        TILE_STEP(a, a + 1, a + 2, a + 3, a + 4, a + 5);
+        a += SDC_GEMM_MR;
+    }
+    __m256 acc[SDC_GEMM_MR][2] = {
+        {c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    tile_store(acc, c, ldc, mr, nr, bias, mode);
+}
+
+/* The same tile with A read in place from rows lda apart. */
+AVX2 static void gemm_tile_rows_avx2(int64_t kc, const float *a, int64_t lda, const float *b,
+                                     float *c, int64_t ldc, int mr, int nr, const float *bias,
+                                     sdc_gemm_mode_t mode)
+{
+    const float *a0 = a, *a1 = a + (mr > 1 ? lda : 0), *a2 = a + (mr > 2 ? 2 * lda : 0);
+    const float *a3 = a + (mr > 3 ? 3 * lda : 0), *a4 = a + (mr > 4 ? 4 * lda : 0);
+    const float *a5 = a + (mr > 5 ? 5 * lda : 0);
+    TILE_DECLARE_ACC;
+
+    TILE_PREFETCH_C(c, ldc, mr, nr);
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++)
+        TILE_STEP(a0 + k, a1 + k, a2 + k, a3 + k, a4 + k, a5 + k);
+    __m256 acc[SDC_GEMM_MR][2] = {
+        {c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    tile_store(acc, c, ldc, mr, nr, bias, mode);
 }
 
 AVX2 static float softmax_row_avx2(float *p, const float *x, int64_t n, float scale)
@@ -285,6 +340,7 @@ AVX2 static void silu_avx2(float *y, const float *x, int64_t n)
 static const sdc_cpu_kernels_t kernels_avx2 = {
     .name = "avx2",
     .gemm_tile = gemm_tile_avx2,
+    .gemm_tile_rows = gemm_tile_rows_avx2,
     .softmax_row = softmax_row_avx2,
     .gelu_tanh = gelu_tanh_avx2,
     .silu = silu_avx2,

@@ -44,6 +44,10 @@ typedef struct {
      * entries from the tile's first column) is used in STORE mode only. */
     void (*gemm_tile)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
                       int nr, const float *bias, sdc_gemm_mode_t mode);
+    /* The same tile with A unpacked: row i at a + i * lda (rows past mr are
+     * never read), for an A that is read once and so is not worth packing. */
+    void (*gemm_tile_rows)(int64_t kc, const float *a, int64_t lda, const float *b, float *c,
+                           int64_t ldc, int mr, int nr, const float *bias, sdc_gemm_mode_t mode);
     /* Softmax numerator of one row: finds the max of x[0..n), writes
      * p[j] = exp((x[j] - max) * scale) (x and p may be the same array) and
      * returns the sum of p[0..n). scale > 0. */
@@ -96,6 +100,12 @@ void sdc_gemm_pack_a(float *dst, const float *a, int64_t lda, int64_t m, int64_t
 void sdc_gemm_block(const sdc_cpu_kernels_t *kt, float *c, int64_t ldc, const float *apack,
                     const float *bpack, int64_t m, int64_t n, int64_t kc, const float *bias,
                     sdc_gemm_mode_t mode);
+
+/* sdc_gemm_block with A unpacked: rows of a, lda apart, from its K-block's
+ * first column. */
+void sdc_gemm_block_rows(const sdc_cpu_kernels_t *kt, float *c, int64_t ldc, const float *a,
+                         int64_t lda, const float *bpack, int64_t m, int64_t n, int64_t kc,
+                         const float *bias, sdc_gemm_mode_t mode);
 
 /* Floats needed to hold all of B packed (every K-block, every column). */
 static inline int64_t sdc_gemm_packed_b_floats(int64_t N, int64_t K)

@@ -350,6 +350,7 @@ static void test_linear_rows_independent(void)
     check_linear_rows(300, 1024, 96);
     check_linear_rows(13, 4096, 40);
     check_linear_rows(1300, 96, 33);
+    check_linear_rows(20, 300, 2100); /* two column blocks, two K-blocks */
 }
 
 /* ---- normalization ----------------------------------------------------- */
@@ -421,7 +422,8 @@ static void test_modulate_gate_add(void)
 {
     int64_t rows = 19, dim = 77, ldr = 100;
     float *x = rand_buf(rows * dim, 1.0f), *shift = rand_buf(dim, 1.0f);
-    float *scale = rand_buf(dim, 1.0f), *gate = rand_buf(dim, 1.0f), *r = rand_buf(rows * ldr, 1.0f);
+    float *scale = rand_buf(dim, 1.0f), *gate = rand_buf(dim, 1.0f);
+    float *r = rand_buf(rows * ldr, 1.0f);
     float *want = malloc((size_t)(rows * dim) * sizeof(float)), *got = copy_buf(x, rows * dim);
 
     for (int64_t i = 0; i < rows; i++)
@@ -649,7 +651,8 @@ static void test_attention_mask_is_drop(void)
 {
     const int64_t Lq = 45, Lk = 270, H = 2, Dh = 40, W = H * Dh;
     float *q = rand_buf(Lq * W, 2.0f), *k = rand_buf(Lk * W, 2.0f), *v = rand_buf(Lk * W, 1.0f);
-    float *kd = malloc((size_t)(Lk * W) * sizeof(float)), *vd = malloc((size_t)(Lk * W) * sizeof(float));
+    float *kd = malloc((size_t)(Lk * W) * sizeof(float));
+    float *vd = malloc((size_t)(Lk * W) * sizeof(float));
     uint8_t *mask = malloc((size_t)Lk);
     int64_t kept = 0;
     for (int64_t j = 0; j < Lk; j++) {
@@ -743,6 +746,8 @@ static void test_conv2d(void)
     check_conv(3, 12, 12, 9, 3, 3, 2, 1, 1); /* stride 2 with pad */
     check_conv(4, 8, 9, 3, 1, 1, 2, 0, 1);   /* strided 1x1 */
     check_conv(33, 20, 21, 17, 3, 3, 1, 1, 1); /* K past one K-block */
+    check_conv(3, 7, 45, 5, 3, 3, 1, 1, 1);    /* rows wider than a panel */
+    check_conv(2, 6, 40, 3, 3, 3, 1, 0, 0);    /* ... without padding */
 }
 
 static void test_upsample(void)
@@ -783,8 +788,8 @@ static void test_threads_bit_identical(void)
     BOTH(be1->ops->gelu_tanh(be1, y1, x, n), be2->ops->gelu_tanh(be2, y2, x, n), "gelu_tanh");
     BOTH(be1->ops->gelu_erf(be1, y1, x, n), be2->ops->gelu_erf(be2, y2, x, n), "gelu_erf");
     BOTH(be1->ops->silu(be1, y1, x, n), be2->ops->silu(be2, y2, x, n), "silu");
-    BOTH(be1->ops->axpby(be1, y1, 0.3f, a, 0.7f, b, n), be2->ops->axpby(be2, y2, 0.3f, a, 0.7f, b, n),
-         "axpby");
+    BOTH(be1->ops->axpby(be1, y1, 0.3f, a, 0.7f, b, n),
+         be2->ops->axpby(be2, y2, 0.3f, a, 0.7f, b, n), "axpby");
     BOTH(be1->ops->layer_norm(be1, y1, x, g, be_, rows, dim, 1e-6f),
          be2->ops->layer_norm(be2, y2, x, g, be_, rows, dim, 1e-6f), "layer_norm");
     BOTH(be1->ops->rms_norm(be1, y1, y1, g, rows, dim - 1, dim, 1e-6f),
