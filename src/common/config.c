@@ -272,6 +272,21 @@ sdc_status_t sdc_json_get_string(const sdc_json_t *doc, const char *key, const c
     return SDC_OK;
 }
 
+sdc_status_t sdc_json_get_object(const sdc_json_t *doc, const char *key, sdc_json_t *sub,
+                                 sdc_error_t *err)
+{
+    const cJSON *v = json_value(doc, key);
+    sub->path = doc ? doc->path : NULL;
+    sub->root = NULL;
+    if (!v)
+        return SDC_OK;
+    if (!cJSON_IsObject(v))
+        return sdc_error_set(err, SDC_ERR_FORMAT, "%s: '%s' must be an object, got %s",
+                             doc_name(doc), key, json_type_name(v));
+    sub->root = (cJSON *)v;
+    return SDC_OK;
+}
+
 /* Shared checks of the array getters: returns the array (NULL when absent)
  * and its length, or an error when it is not an array or too long. */
 static sdc_status_t array_value(const sdc_json_t *doc, const char *key, size_t n_def, size_t cap,

@@ -47,6 +47,11 @@ sdc_status_t sdc_json_get_int_array(const sdc_json_t *doc, const char *key, cons
 sdc_status_t sdc_json_get_double_array(const sdc_json_t *doc, const char *key, const double *def,
                                        size_t n_def, double *out, size_t cap, size_t *n,
                                        sdc_error_t *err);
+/* A view of the object under key (sub->root = NULL when the key is absent
+ * or null): the same getters apply to it. The view shares the document's
+ * memory: never sdc_json_free it, and do not use it after doc is freed. */
+sdc_status_t sdc_json_get_object(const sdc_json_t *doc, const char *key, sdc_json_t *sub,
+                                 sdc_error_t *err);
 /* model_index.json entries are ["library", "ClassName"] pairs: returns the
  * class name of component key (NULL with SDC_OK when the key is absent or null). */
 sdc_status_t sdc_json_get_component_class(const sdc_json_t *doc, const char *key,

@@ -223,3 +223,34 @@ sdc_status_t sdc_weights_loadf_opt(sdc_weights_t *w, int ndim, const int64_t *sh
     va_end(ap);
     return st;
 }
+
+sdc_status_t sdc_weights_gather_rows(const sdc_weights_t *w, const char *name, const int32_t *ids,
+                                     int64_t n, int64_t dim, float *out, sdc_error_t *err)
+{
+    const sdc_st_file_t *f;
+    const sdc_st_entry_t *e = sdc_st_set_find(&w->st, name, &f);
+    char have[160];
+    if (!e)
+        return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: tensor '%s' not found", w->label, name);
+    if (e->ndim != 2 || e->shape[1] != dim)
+        return sdc_error_set(err, SDC_ERR_SHAPE, "%s: '%s' has shape %s, expected [rows, %lld]",
+                             w->label, name, sdc_shape_str(e->ndim, e->shape, have, sizeof(have)),
+                             (long long)dim);
+    if (e->dtype != SDC_DTYPE_F32 && e->dtype != SDC_DTYPE_F16 && e->dtype != SDC_DTYPE_BF16)
+        return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
+                             "%s: '%s' is stored as %s; weights must be F32, F16 or BF16",
+                             w->label, name, sdc_dtype_name(e->dtype));
+    sdc_tensor_t view;
+    sdc_st_view(f, e, &view);
+    size_t row_bytes = (size_t)dim * sdc_dtype_size(e->dtype);
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= e->shape[0])
+            return sdc_error_set(err, SDC_ERR_RANGE,
+                                 "%s: token id %d at position %lld is outside '%s' (%lld rows)",
+                                 w->label, (int)ids[i], (long long)i, name,
+                                 (long long)e->shape[0]);
+        sdc_convert_to_f32(out + i * dim, (const uint8_t *)view.data + (size_t)ids[i] * row_bytes,
+                           e->dtype, dim);
+    }
+    return SDC_OK;
+}

@@ -48,4 +48,11 @@ sdc_status_t sdc_weights_loadf_opt(sdc_weights_t *w, int ndim, const int64_t *sh
     __attribute__((format(printf, 6, 7)));
 int sdc_weights_has(const sdc_weights_t *w, const char *name);
 
+/* Rows ids[0..n) of the 2-D tensor `name` ([rows, dim], F32/F16/BF16), as
+ * float32 into host memory out (n x dim), read straight from the mapping:
+ * an embedding lookup that never converts or uploads the whole table. An
+ * id outside [0, rows) is an error naming its position. */
+sdc_status_t sdc_weights_gather_rows(const sdc_weights_t *w, const char *name, const int32_t *ids,
+                                     int64_t n, int64_t dim, float *out, sdc_error_t *err);
+
 #endif
