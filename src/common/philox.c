@@ -54,9 +54,9 @@ static inline double philox_uniform(uint32_t u)
 }
 
 /* The four normals of block b, elements 4b .. 4b+3 of the stream. */
-static void philox_normal_block(const uint32_t key[2], uint64_t b, float z[4])
+static void philox_normal_block(const uint32_t key[2], uint32_t stream, uint64_t b, float z[4])
 {
-    const uint32_t ctr[4] = {(uint32_t)b, (uint32_t)(b >> 32), 0, 0};
+    const uint32_t ctr[4] = {(uint32_t)b, (uint32_t)(b >> 32), stream, 0};
     uint32_t u[4];
     sdc_philox4x32_10(ctr, key, u);
     for (int p = 0; p < 2; p++) {
@@ -67,17 +67,23 @@ static void philox_normal_block(const uint32_t key[2], uint64_t b, float z[4])
     }
 }
 
-void sdc_philox_normal(uint64_t seed, uint64_t offset, float *out, int64_t n)
+void sdc_philox_normal_stream(uint64_t seed, uint32_t stream, uint64_t offset, float *out,
+                              int64_t n)
 {
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
     int64_t j = 0;
     while (j < n) {
         uint64_t i = offset + (uint64_t)j;
         float z[4];
-        philox_normal_block(key, i / 4, z);
+        philox_normal_block(key, stream, i / 4, z);
         /* Copy from this block the elements the request covers; a split in
          * the middle of a block recomputes it, giving the same values. */
         for (unsigned lane = (unsigned)(i % 4); lane < 4 && j < n; lane++)
             out[j++] = z[lane];
     }
+}
+
+void sdc_philox_normal(uint64_t seed, uint64_t offset, float *out, int64_t n)
+{
+    sdc_philox_normal_stream(seed, SDC_PHILOX_STREAM_LATENT, offset, out, n);
 }

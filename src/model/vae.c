@@ -15,7 +15,7 @@
  * (reused by every resnet and the attention of one resolution), and the
  * temporaries of the layer that is running, freed as soon as it ends.
  *
- * Not here: the encoder (image-to-image) and tiled decoding.
+ * Not here: the encoder (vae_encoder.c) and tiled decoding.
  */
 #include "vae.h"
 
@@ -27,56 +27,17 @@
 #include <string.h>
 
 #include "../common/config.h"
-#include "weights.h"
+#include "vae_internal.h"
 
 #define VAE_CLASS "AutoencoderKLHunyuanImage"
-#define VAE_GROUPS 32
-#define VAE_EPS 1e-6f
 #define VAE_MAX_CHANNELS (1 << 16)
 #define VAE_MAX_LAYERS_PER_BLOCK 64
-/* Latent and image sides are bounded so that every buffer size below fits
- * int64 without overflow checks at each product. */
-#define VAE_MAX_IMAGE_SIDE (1 << 17)
-
-typedef enum { VAE_RESNET = 0, VAE_UPSAMPLE } vae_layer_kind_t;
-
-typedef struct {
-    float *norm1_w, *norm1_b, *conv1_w, *conv1_b;
-    float *norm2_w, *norm2_b, *conv2_w, *conv2_b;
-} vae_resnet_t;
-
-typedef struct {
-    float *norm_w, *norm_b;
-    float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;
-    float *proj_w, *proj_b;
-} vae_attn_t;
-
-typedef struct {
-    vae_layer_kind_t kind;
-    int64_t cin, cout; /* a resnet has cin == cout */
-    vae_resnet_t res;
-    float *up_w, *up_b; /* upsample conv: 4 * cout x cin x 3 x 3 */
-} vae_layer_t;
-
-struct sdc_vae {
-    sdc_backend_t *be;
-    sdc_vae_config_t cfg;
-    sdc_weights_t w;
-    int64_t ch0;        /* decoder channels after conv_in */
-    int64_t ch_last;    /* channels at norm_out */
-    float *conv_in_w, *conv_in_b;
-    vae_resnet_t mid_res[2];
-    vae_attn_t mid_attn;
-    vae_layer_t *up;
-    int n_up;
-    float *norm_out_w, *norm_out_b, *conv_out_w, *conv_out_b;
-};
 
 /* ---- configuration ---------------------------------------------------- */
 
 /* The decoder's up_blocks list, as HunyuanImageDecoder2D.__init__ builds it.
  * layers may be NULL to only count; returns the number of layers. */
-static int vae_plan(const sdc_vae_config_t *c, vae_layer_t *layers)
+static int vae_plan(const sdc_vae_config_t *c, sdc_vae_layer_t *layers)
 {
     int64_t ch[8];
     int n = 0, n_up_levels = 0;
@@ -87,13 +48,15 @@ static int vae_plan(const sdc_vae_config_t *c, vae_layer_t *layers)
     for (int i = 0; i < c->n_blocks; i++) {
         int64_t out = ch[i];
         for (int64_t j = 0; j <= c->layers_per_block; j++, n++) {
-            if (layers) layers[n] = (vae_layer_t){.kind = VAE_RESNET, .cin = in, .cout = out};
+            if (layers)
+                layers[n] = (sdc_vae_layer_t){.kind = SDC_VAE_RESNET, .cin = in, .cout = out};
             in = out;
         }
         /* `i < np.log2(ratio)`: ratio is a power of two (checked). */
         if (i < n_up_levels && i != c->n_blocks - 1) {
             if (c->upsample_match_channel) out = ch[i + 1];
-            if (layers) layers[n] = (vae_layer_t){.kind = VAE_UPSAMPLE, .cin = in, .cout = out};
+            if (layers)
+                layers[n] = (sdc_vae_layer_t){.kind = SDC_VAE_UPSAMPLE, .cin = in, .cout = out};
             n++;
             in = out;
         }
@@ -132,11 +95,11 @@ static sdc_status_t vae_check_channels(const sdc_vae_config_t *c, const char *wh
                              where, c->n_blocks);
     for (int i = 0; i < c->n_blocks; i++) {
         int64_t b = c->block_out_channels[i];
-        if (b <= 0 || b > VAE_MAX_CHANNELS || b % VAE_GROUPS != 0)
+        if (b <= 0 || b > VAE_MAX_CHANNELS || b % SDC_VAE_GROUPS != 0)
             return sdc_error_set(err, SDC_ERR_RANGE,
                                  "%s: block_out_channels[%d] = %lld must be a positive multiple "
                                  "of %d (GroupNorm groups), at most %d",
-                                 where, i, (long long)b, VAE_GROUPS, VAE_MAX_CHANNELS);
+                                 where, i, (long long)b, SDC_VAE_GROUPS, VAE_MAX_CHANNELS);
     }
     /* HunyuanImageEncoder2D / Decoder2D constructor checks. */
     int64_t last = c->block_out_channels[c->n_blocks - 1];
@@ -170,21 +133,21 @@ static sdc_status_t vae_check_layers(const sdc_vae_config_t *c, const char *wher
                              c->scaling_factor);
 
     int n = vae_plan(c, NULL);
-    vae_layer_t *layers = calloc((size_t)n, sizeof(*layers));
+    sdc_vae_layer_t *layers = calloc((size_t)n, sizeof(*layers));
     if (!layers) return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
     vae_plan(c, layers);
     sdc_status_t st = SDC_OK;
     for (int i = 0; i < n && st == SDC_OK; i++) {
-        const vae_layer_t *l = &layers[i];
+        const sdc_vae_layer_t *l = &layers[i];
         /* diffusers' resnet applies conv_shortcut to the conv2 output, which
          * only runs when the channel count does not change. */
-        if (l->kind == VAE_RESNET && l->cin != l->cout)
+        if (l->kind == SDC_VAE_RESNET && l->cin != l->cout)
             st = sdc_error_set(err, SDC_ERR_UNSUPPORTED,
                                "%s: decoder up_blocks.%d would change channels %lld -> %lld in a "
                                "resnet, which diffusers cannot run (upsample_match_channel=false "
                                "with differing block_out_channels)",
                                where, i, (long long)l->cin, (long long)l->cout);
-        else if (l->kind == VAE_UPSAMPLE && (4 * l->cout) % l->cin != 0)
+        else if (l->kind == SDC_VAE_UPSAMPLE && (4 * l->cout) % l->cin != 0)
             st = sdc_error_set(err, SDC_ERR_INVALID_ARG,
                                "%s: decoder up_blocks.%d upsamples %lld -> %lld channels: 4 * %lld "
                                "must be a multiple of %lld for its repeat_interleave shortcut",
@@ -268,27 +231,27 @@ typedef struct {
 } vae_tensor_t;
 
 static const vae_tensor_t resnet_tensors[] = {
-    {"norm1.weight", SHAPE_VEC, offsetof(vae_resnet_t, norm1_w)},
-    {"norm1.bias", SHAPE_VEC, offsetof(vae_resnet_t, norm1_b)},
-    {"conv1.weight", SHAPE_CONV3, offsetof(vae_resnet_t, conv1_w)},
-    {"conv1.bias", SHAPE_VEC, offsetof(vae_resnet_t, conv1_b)},
-    {"norm2.weight", SHAPE_VEC, offsetof(vae_resnet_t, norm2_w)},
-    {"norm2.bias", SHAPE_VEC, offsetof(vae_resnet_t, norm2_b)},
-    {"conv2.weight", SHAPE_CONV3, offsetof(vae_resnet_t, conv2_w)},
-    {"conv2.bias", SHAPE_VEC, offsetof(vae_resnet_t, conv2_b)},
+    {"norm1.weight", SHAPE_VEC, offsetof(sdc_vae_resnet_t, norm1_w)},
+    {"norm1.bias", SHAPE_VEC, offsetof(sdc_vae_resnet_t, norm1_b)},
+    {"conv1.weight", SHAPE_CONV3, offsetof(sdc_vae_resnet_t, conv1_w)},
+    {"conv1.bias", SHAPE_VEC, offsetof(sdc_vae_resnet_t, conv1_b)},
+    {"norm2.weight", SHAPE_VEC, offsetof(sdc_vae_resnet_t, norm2_w)},
+    {"norm2.bias", SHAPE_VEC, offsetof(sdc_vae_resnet_t, norm2_b)},
+    {"conv2.weight", SHAPE_CONV3, offsetof(sdc_vae_resnet_t, conv2_w)},
+    {"conv2.bias", SHAPE_VEC, offsetof(sdc_vae_resnet_t, conv2_b)},
 };
 
 static const vae_tensor_t attn_tensors[] = {
-    {"norm.weight", SHAPE_VEC, offsetof(vae_attn_t, norm_w)},
-    {"norm.bias", SHAPE_VEC, offsetof(vae_attn_t, norm_b)},
-    {"to_q.weight", SHAPE_CONV1, offsetof(vae_attn_t, q_w)},
-    {"to_q.bias", SHAPE_VEC, offsetof(vae_attn_t, q_b)},
-    {"to_k.weight", SHAPE_CONV1, offsetof(vae_attn_t, k_w)},
-    {"to_k.bias", SHAPE_VEC, offsetof(vae_attn_t, k_b)},
-    {"to_v.weight", SHAPE_CONV1, offsetof(vae_attn_t, v_w)},
-    {"to_v.bias", SHAPE_VEC, offsetof(vae_attn_t, v_b)},
-    {"proj.weight", SHAPE_CONV1, offsetof(vae_attn_t, proj_w)},
-    {"proj.bias", SHAPE_VEC, offsetof(vae_attn_t, proj_b)},
+    {"norm.weight", SHAPE_VEC, offsetof(sdc_vae_attn_t, norm_w)},
+    {"norm.bias", SHAPE_VEC, offsetof(sdc_vae_attn_t, norm_b)},
+    {"to_q.weight", SHAPE_CONV1, offsetof(sdc_vae_attn_t, q_w)},
+    {"to_q.bias", SHAPE_VEC, offsetof(sdc_vae_attn_t, q_b)},
+    {"to_k.weight", SHAPE_CONV1, offsetof(sdc_vae_attn_t, k_w)},
+    {"to_k.bias", SHAPE_VEC, offsetof(sdc_vae_attn_t, k_b)},
+    {"to_v.weight", SHAPE_CONV1, offsetof(sdc_vae_attn_t, v_w)},
+    {"to_v.bias", SHAPE_VEC, offsetof(sdc_vae_attn_t, v_b)},
+    {"proj.weight", SHAPE_CONV1, offsetof(sdc_vae_attn_t, proj_w)},
+    {"proj.bias", SHAPE_VEC, offsetof(sdc_vae_attn_t, proj_b)},
 };
 
 /* Loads the tensors of one C-channel module from table into the struct at
@@ -309,8 +272,22 @@ static sdc_status_t load_module(sdc_weights_t *w, const vae_tensor_t *table, siz
     return SDC_OK;
 }
 
-static sdc_status_t load_conv(sdc_weights_t *w, float **wt, float **bias, int64_t cout,
-                              int64_t cin, const char *prefix, sdc_error_t *err)
+sdc_status_t sdc_vae_load_resnet(sdc_weights_t *w, sdc_vae_resnet_t *r, int64_t c,
+                                 const char *prefix, sdc_error_t *err)
+{
+    return load_module(w, resnet_tensors, sizeof(resnet_tensors) / sizeof(resnet_tensors[0]), r,
+                       c, prefix, err);
+}
+
+sdc_status_t sdc_vae_load_attn(sdc_weights_t *w, sdc_vae_attn_t *a, int64_t c,
+                               const char *prefix, sdc_error_t *err)
+{
+    return load_module(w, attn_tensors, sizeof(attn_tensors) / sizeof(attn_tensors[0]), a, c,
+                       prefix, err);
+}
+
+sdc_status_t sdc_vae_load_conv(sdc_weights_t *w, float **wt, float **bias, int64_t cout,
+                               int64_t cin, const char *prefix, sdc_error_t *err)
 {
     int64_t shape[4] = {cout, cin, 3, 3};
     sdc_status_t st = sdc_weights_loadf(w, 4, shape, wt, err, "%s.weight", prefix);
@@ -318,8 +295,8 @@ static sdc_status_t load_conv(sdc_weights_t *w, float **wt, float **bias, int64_
     return st;
 }
 
-static sdc_status_t load_norm(sdc_weights_t *w, float **gamma, float **beta, int64_t c,
-                              const char *prefix, sdc_error_t *err)
+sdc_status_t sdc_vae_load_norm(sdc_weights_t *w, float **gamma, float **beta, int64_t c,
+                               const char *prefix, sdc_error_t *err)
 {
     sdc_status_t st = sdc_weights_loadf(w, 1, &c, gamma, err, "%s.weight", prefix);
     if (st == SDC_OK) st = sdc_weights_loadf(w, 1, &c, beta, err, "%s.bias", prefix);
@@ -333,33 +310,30 @@ static sdc_status_t vae_load_weights(sdc_vae_t *v, sdc_error_t *err)
     char prefix[96];
     sdc_status_t st;
 
-    st = load_conv(w, &v->conv_in_w, &v->conv_in_b, v->ch0, c->latent_channels,
-                   "decoder.conv_in", err);
+    st = sdc_vae_load_conv(w, &v->conv_in_w, &v->conv_in_b, v->ch0, c->latent_channels,
+                           "decoder.conv_in", err);
     for (int i = 0; i < 2 && st == SDC_OK; i++) {
         snprintf(prefix, sizeof(prefix), "decoder.mid_block.resnets.%d", i);
-        st = load_module(w, resnet_tensors, sizeof(resnet_tensors) / sizeof(resnet_tensors[0]),
-                         &v->mid_res[i], v->ch0, prefix, err);
+        st = sdc_vae_load_resnet(w, &v->mid_res[i], v->ch0, prefix, err);
     }
     if (st == SDC_OK)
-        st = load_module(w, attn_tensors, sizeof(attn_tensors) / sizeof(attn_tensors[0]),
-                         &v->mid_attn, v->ch0, "decoder.mid_block.attentions.0", err);
+        st = sdc_vae_load_attn(w, &v->mid_attn, v->ch0, "decoder.mid_block.attentions.0", err);
     for (int i = 0; i < v->n_up && st == SDC_OK; i++) {
-        vae_layer_t *l = &v->up[i];
+        sdc_vae_layer_t *l = &v->up[i];
         snprintf(prefix, sizeof(prefix), "decoder.up_blocks.%d", i);
-        if (l->kind == VAE_RESNET) {
-            st = load_module(w, resnet_tensors,
-                             sizeof(resnet_tensors) / sizeof(resnet_tensors[0]), &l->res, l->cout,
-                             prefix, err);
+        if (l->kind == SDC_VAE_RESNET) {
+            st = sdc_vae_load_resnet(w, &l->res, l->cout, prefix, err);
         } else {
             snprintf(prefix, sizeof(prefix), "decoder.up_blocks.%d.conv", i);
-            st = load_conv(w, &l->up_w, &l->up_b, 4 * l->cout, l->cin, prefix, err);
+            st = sdc_vae_load_conv(w, &l->conv_w, &l->conv_b, 4 * l->cout, l->cin, prefix, err);
         }
     }
     if (st == SDC_OK)
-        st = load_norm(w, &v->norm_out_w, &v->norm_out_b, v->ch_last, "decoder.norm_out", err);
+        st = sdc_vae_load_norm(w, &v->norm_out_w, &v->norm_out_b, v->ch_last, "decoder.norm_out",
+                               err);
     if (st == SDC_OK)
-        st = load_conv(w, &v->conv_out_w, &v->conv_out_b, c->out_channels, v->ch_last,
-                       "decoder.conv_out", err);
+        st = sdc_vae_load_conv(w, &v->conv_out_w, &v->conv_out_b, c->out_channels, v->ch_last,
+                               "decoder.conv_out", err);
     return st;
 }
 
@@ -417,6 +391,7 @@ err_free_vae:
 void sdc_vae_free(sdc_vae_t *v)
 {
     if (!v) return;
+    sdc_vae_encoder_free(v);
     sdc_weights_close(&v->w);
     free(v->up);
     free(v);
@@ -429,28 +404,29 @@ const sdc_vae_config_t *sdc_vae_config(const sdc_vae_t *v)
 
 /* ---- decoding ----------------------------------------------------------- */
 
-/* The activations alive during a decode: cur is the layer input/output, a
- * and b are scratch of cur's size, t a temporary of the running layer. */
-typedef struct {
-    float *cur, *a, *b, *t;
-} vae_bufs_t;
-
-static float *vae_alloc(sdc_vae_t *v, int64_t n)
+float *sdc_vae_alloc(sdc_vae_t *v, int64_t n)
 {
     return v->be->ops->alloc(v->be, (size_t)n * sizeof(float));
 }
 
-static void vae_release(sdc_vae_t *v, float **p)
+void sdc_vae_release(sdc_vae_t *v, float **p)
 {
     if (*p) v->be->ops->free(v->be, *p);
     *p = NULL;
 }
 
-/* x: C x HW. Torch's GroupNorm(32, C, eps=1e-6). */
-static void vae_group_norm(sdc_vae_t *v, float *y, const float *x, const float *gamma,
-                           const float *beta, int64_t C, int64_t HW)
+void sdc_vae_bufs_release(sdc_vae_t *v, sdc_vae_bufs_t *bufs)
 {
-    v->be->ops->group_norm(v->be, y, x, gamma, beta, C, HW, VAE_GROUPS, VAE_EPS);
+    sdc_vae_release(v, &bufs->t);
+    sdc_vae_release(v, &bufs->b);
+    sdc_vae_release(v, &bufs->a);
+    sdc_vae_release(v, &bufs->cur);
+}
+
+void sdc_vae_group_norm(sdc_vae_t *v, float *y, const float *x, const float *gamma,
+                        const float *beta, int64_t C, int64_t HW)
+{
+    v->be->ops->group_norm(v->be, y, x, gamma, beta, C, HW, SDC_VAE_GROUPS, SDC_VAE_EPS);
 }
 
 /* repeat_interleave(x, rep, dim=0) of x: C x HW into y: (C * rep) x HW. */
@@ -463,45 +439,43 @@ static void vae_repeat_interleave(sdc_vae_t *v, float *y, const float *x, int64_
     v->be->ops->copy_strided(v->be, y, x, 3, shape, dst, src);
 }
 
-/* HunyuanImageResnetBlock with in == out channels, in place on bufs->cur:
- * x + conv2(silu(norm2(conv1(silu(norm1(x)))))). */
-static void vae_resnet(sdc_vae_t *v, const vae_resnet_t *r, vae_bufs_t *bufs, int64_t C,
-                       int64_t H, int64_t W)
+/* x + conv2(silu(norm2(conv1(silu(norm1(x)))))). */
+void sdc_vae_resnet(sdc_vae_t *v, const sdc_vae_resnet_t *r, sdc_vae_bufs_t *bufs, int64_t C,
+                    int64_t H, int64_t W)
 {
     const sdc_backend_ops_t *op = v->be->ops;
     int64_t n = C * H * W;
-    vae_group_norm(v, bufs->a, bufs->cur, r->norm1_w, r->norm1_b, C, H * W);
+    sdc_vae_group_norm(v, bufs->a, bufs->cur, r->norm1_w, r->norm1_b, C, H * W);
     op->silu(v->be, bufs->a, bufs->a, n);
     op->conv2d(v->be, bufs->b, bufs->a, r->conv1_w, r->conv1_b, C, H, W, C, 3, 3, 1, 1);
-    vae_group_norm(v, bufs->b, bufs->b, r->norm2_w, r->norm2_b, C, H * W);
+    sdc_vae_group_norm(v, bufs->b, bufs->b, r->norm2_w, r->norm2_b, C, H * W);
     op->silu(v->be, bufs->b, bufs->b, n);
     op->conv2d(v->be, bufs->a, bufs->b, r->conv2_w, r->conv2_b, C, H, W, C, 3, 3, 1, 1);
     op->add(v->be, bufs->cur, bufs->a, bufs->cur, n);
 }
 
-/* HunyuanImageAttentionBlock: x + proj(sdpa(q, k, v)) with one head of
- * width C over the H*W pixels. The 1x1 convolutions are linear layers on
- * the pixel-major (token) layout. */
-static sdc_status_t vae_attention(sdc_vae_t *v, const vae_attn_t *at, vae_bufs_t *bufs,
-                                  int64_t C, int64_t HW, sdc_error_t *err)
+/* x + proj(sdpa(q, k, v)) with one head of width C over the H*W pixels.
+ * The 1x1 convolutions are linear layers on the pixel-major (token) layout. */
+sdc_status_t sdc_vae_attention(sdc_vae_t *v, const sdc_vae_attn_t *at, sdc_vae_bufs_t *bufs,
+                               int64_t C, int64_t HW, sdc_error_t *err)
 {
     const sdc_backend_ops_t *op = v->be->ops;
     const int64_t to_tok_shape[2] = {HW, C}, to_tok_dst[2] = {C, 1}, to_tok_src[2] = {1, HW};
     const int64_t to_chw_shape[2] = {C, HW}, to_chw_dst[2] = {HW, 1}, to_chw_src[2] = {1, C};
 
-    bufs->t = vae_alloc(v, 3 * C * HW);
+    bufs->t = sdc_vae_alloc(v, 3 * C * HW);
     if (!bufs->t)
         return sdc_error_set(err, SDC_ERR_NOMEM, "vae: out of memory for attention q/k/v");
     float *q = bufs->t, *k = bufs->t + C, *val = bufs->t + 2 * C;
 
-    vae_group_norm(v, bufs->a, bufs->cur, at->norm_w, at->norm_b, C, HW);
+    sdc_vae_group_norm(v, bufs->a, bufs->cur, at->norm_w, at->norm_b, C, HW);
     op->copy_strided(v->be, bufs->b, bufs->a, 2, to_tok_shape, to_tok_dst, to_tok_src);
     op->linear(v->be, q, 3 * C, bufs->b, C, at->q_w, at->q_b, HW, C, C);
     op->linear(v->be, k, 3 * C, bufs->b, C, at->k_w, at->k_b, HW, C, C);
     op->linear(v->be, val, 3 * C, bufs->b, C, at->v_w, at->v_b, HW, C, C);
     op->attention(v->be, bufs->a, C, q, 3 * C, k, 3 * C, val, 3 * C, HW, HW, 1, C, NULL,
                   (float)(1.0 / sqrt((double)C)));
-    vae_release(v, &bufs->t);
+    sdc_vae_release(v, &bufs->t);
     op->linear(v->be, bufs->b, C, bufs->a, C, at->proj_w, at->proj_b, HW, C, C);
     op->copy_strided(v->be, bufs->a, bufs->b, 2, to_chw_shape, to_chw_dst, to_chw_src);
     op->add(v->be, bufs->cur, bufs->a, bufs->cur, C * HW);
@@ -513,8 +487,8 @@ static sdc_status_t vae_attention(sdc_vae_t *v, const vae_attn_t *at, vae_bufs_t
  *   repeat_interleave(x, 4 * cout / cin), both rearranged channel-to-space.
  * The sum is taken before the rearrangement, which only moves elements.
  * The scratch buffers are reallocated at the new size. */
-static sdc_status_t vae_upsample(sdc_vae_t *v, const vae_layer_t *l, vae_bufs_t *bufs, int64_t H,
-                                 int64_t W, sdc_error_t *err)
+static sdc_status_t vae_upsample(sdc_vae_t *v, const sdc_vae_layer_t *l, sdc_vae_bufs_t *bufs,
+                                 int64_t H, int64_t W, sdc_error_t *err)
 {
     const sdc_backend_ops_t *op = v->be->ops;
     int64_t cin = l->cin, cout = l->cout, HW = H * W, n = 4 * cout * HW;
@@ -522,22 +496,22 @@ static sdc_status_t vae_upsample(sdc_vae_t *v, const vae_layer_t *l, vae_bufs_t 
     const int64_t dst[5] = {4 * HW, 4 * W, 2 * W, 2, 1};
     const int64_t src[5] = {HW, W, 2 * cout * HW, 1, cout * HW};
 
-    vae_release(v, &bufs->a);
-    vae_release(v, &bufs->b);
-    bufs->t = vae_alloc(v, n);
+    sdc_vae_release(v, &bufs->a);
+    sdc_vae_release(v, &bufs->b);
+    bufs->t = sdc_vae_alloc(v, n);
     if (!bufs->t) goto err_nomem;
-    op->conv2d(v->be, bufs->t, bufs->cur, l->up_w, l->up_b, cin, H, W, 4 * cout, 3, 3, 1, 1);
-    bufs->a = vae_alloc(v, n);
+    op->conv2d(v->be, bufs->t, bufs->cur, l->conv_w, l->conv_b, cin, H, W, 4 * cout, 3, 3, 1, 1);
+    bufs->a = sdc_vae_alloc(v, n);
     if (!bufs->a) goto err_nomem;
     vae_repeat_interleave(v, bufs->a, bufs->cur, cin, 4 * cout / cin, HW);
-    vae_release(v, &bufs->cur);
+    sdc_vae_release(v, &bufs->cur);
     op->add(v->be, bufs->t, bufs->t, bufs->a, n);
     op->copy_strided(v->be, bufs->a, bufs->t, 5, shape, dst, src);
     bufs->cur = bufs->a;
     bufs->a = NULL;
-    vae_release(v, &bufs->t);
-    bufs->a = vae_alloc(v, n);
-    bufs->b = vae_alloc(v, n);
+    sdc_vae_release(v, &bufs->t);
+    bufs->a = sdc_vae_alloc(v, n);
+    bufs->b = sdc_vae_alloc(v, n);
     if (!bufs->a || !bufs->b) goto err_nomem;
     return SDC_OK;
 
@@ -552,10 +526,10 @@ static sdc_status_t vae_check_decode_args(const sdc_vae_t *v, const float *laten
     if (!v || !latent || !image)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "vae decode: NULL argument");
     int64_t r = v->cfg.spatial_compression_ratio;
-    if (h <= 0 || w <= 0 || h > VAE_MAX_IMAGE_SIDE / r || w > VAE_MAX_IMAGE_SIDE / r)
+    if (h <= 0 || w <= 0 || h > SDC_VAE_MAX_IMAGE_SIDE / r || w > SDC_VAE_MAX_IMAGE_SIDE / r)
         return sdc_error_set(err, SDC_ERR_RANGE,
                              "vae decode: latent %lld x %lld, each side must be in 1 .. %lld",
-                             (long long)h, (long long)w, (long long)(VAE_MAX_IMAGE_SIDE / r));
+                             (long long)h, (long long)w, (long long)(SDC_VAE_MAX_IMAGE_SIDE / r));
     return SDC_OK;
 }
 
@@ -567,31 +541,31 @@ sdc_status_t sdc_vae_decode(sdc_vae_t *v, const float *latent, int64_t h, int64_
     const sdc_backend_ops_t *op = v->be->ops;
     const sdc_vae_config_t *c = &v->cfg;
     int64_t C = v->ch0, H = h, W = w, cz = c->latent_channels;
-    vae_bufs_t bufs = {0};
+    sdc_vae_bufs_t bufs = {0};
 
     /* conv_in(z) + repeat_interleave(z); t holds z. */
-    bufs.t = vae_alloc(v, cz * H * W);
-    bufs.cur = vae_alloc(v, C * H * W);
-    bufs.a = vae_alloc(v, C * H * W);
+    bufs.t = sdc_vae_alloc(v, cz * H * W);
+    bufs.cur = sdc_vae_alloc(v, C * H * W);
+    bufs.a = sdc_vae_alloc(v, C * H * W);
     if (!bufs.t || !bufs.cur || !bufs.a) goto err_nomem;
     op->upload(v->be, bufs.t, latent, (size_t)(cz * H * W) * sizeof(float));
     op->conv2d(v->be, bufs.cur, bufs.t, v->conv_in_w, v->conv_in_b, cz, H, W, C, 3, 3, 1, 1);
     vae_repeat_interleave(v, bufs.a, bufs.t, cz, C / cz, H * W);
-    vae_release(v, &bufs.t);
+    sdc_vae_release(v, &bufs.t);
     op->add(v->be, bufs.cur, bufs.cur, bufs.a, C * H * W);
-    bufs.b = vae_alloc(v, C * H * W);
+    bufs.b = sdc_vae_alloc(v, C * H * W);
     if (!bufs.b) goto err_nomem;
 
-    vae_resnet(v, &v->mid_res[0], &bufs, C, H, W);
-    st = vae_attention(v, &v->mid_attn, &bufs, C, H * W, err);
+    sdc_vae_resnet(v, &v->mid_res[0], &bufs, C, H, W);
+    st = sdc_vae_attention(v, &v->mid_attn, &bufs, C, H * W, err);
     if (st != SDC_OK) goto free_bufs;
-    vae_resnet(v, &v->mid_res[1], &bufs, C, H, W);
+    sdc_vae_resnet(v, &v->mid_res[1], &bufs, C, H, W);
 
     for (int i = 0; i < v->n_up; i++) {
-        const vae_layer_t *l = &v->up[i];
-        if (l->kind == VAE_RESNET) {
+        const sdc_vae_layer_t *l = &v->up[i];
+        if (l->kind == SDC_VAE_RESNET) {
             assert(l->cin == C && l->cout == C);
-            vae_resnet(v, &l->res, &bufs, C, H, W);
+            sdc_vae_resnet(v, &l->res, &bufs, C, H, W);
             continue;
         }
         assert(l->cin == C);
@@ -604,12 +578,12 @@ sdc_status_t sdc_vae_decode(sdc_vae_t *v, const float *latent, int64_t h, int64_
     assert(C == v->ch_last);
 
     /* norm_out, silu, conv_out. */
-    vae_group_norm(v, bufs.a, bufs.cur, v->norm_out_w, v->norm_out_b, C, H * W);
-    vae_release(v, &bufs.cur);
+    sdc_vae_group_norm(v, bufs.a, bufs.cur, v->norm_out_w, v->norm_out_b, C, H * W);
+    sdc_vae_release(v, &bufs.cur);
     op->silu(v->be, bufs.a, bufs.a, C * H * W);
     if (c->out_channels > C) {
-        vae_release(v, &bufs.b);
-        bufs.b = vae_alloc(v, c->out_channels * H * W);
+        sdc_vae_release(v, &bufs.b);
+        bufs.b = sdc_vae_alloc(v, c->out_channels * H * W);
         if (!bufs.b) goto err_nomem;
     }
     op->conv2d(v->be, bufs.b, bufs.a, v->conv_out_w, v->conv_out_b, C, H, W, c->out_channels, 3,
@@ -618,10 +592,7 @@ sdc_status_t sdc_vae_decode(sdc_vae_t *v, const float *latent, int64_t h, int64_
     op->download(v->be, image, bufs.b, (size_t)(c->out_channels * H * W) * sizeof(float));
 
 free_bufs:
-    vae_release(v, &bufs.t);
-    vae_release(v, &bufs.b);
-    vae_release(v, &bufs.a);
-    vae_release(v, &bufs.cur);
+    sdc_vae_bufs_release(v, &bufs);
     return st;
 
 err_nomem:

@@ -34,12 +34,12 @@ static void test_known_answers(void)
     }
 }
 
-/* Element i by the formula in philox.h, written out independently. */
-static float reference_element(uint64_t seed, uint64_t i)
+/* Element i of stream k by the formula in philox.h, written out independently. */
+static float reference_stream_element(uint64_t seed, uint32_t k, uint64_t i)
 {
     uint64_t b = i / 4;
     const uint32_t key[2] = {(uint32_t)(seed & 0xffffffffu), (uint32_t)(seed >> 32)};
-    const uint32_t ctr[4] = {(uint32_t)(b & 0xffffffffu), (uint32_t)(b >> 32), 0, 0};
+    const uint32_t ctr[4] = {(uint32_t)(b & 0xffffffffu), (uint32_t)(b >> 32), k, 0};
     uint32_t u[4];
     sdc_philox4x32_10(ctr, key, u);
     int lane = (int)(i % 4);
@@ -49,6 +49,11 @@ static float reference_element(uint64_t seed, uint64_t i)
     double r = sqrt(-2.0 * log(fa));
     double t = 2.0 * M_PI * fc;
     return (float)(lane % 2 == 0 ? r * cos(t) : r * sin(t));
+}
+
+static float reference_element(uint64_t seed, uint64_t i)
+{
+    return reference_stream_element(seed, SDC_PHILOX_STREAM_LATENT, i);
 }
 
 static void test_mapping(void)
@@ -78,6 +83,31 @@ static void test_mapping(void)
     float k2[4];
     sdc_philox_normal(42 + (UINT64_C(1) << 32), 0, k2, 4);
     CHECK(memcmp(lo, k2, sizeof(lo)) != 0);
+}
+
+/* Stream k puts k in the third counter word; stream 0 is the latent noise. */
+static void test_streams(void)
+{
+    static const uint64_t seeds[] = {0, 42, UINT64_MAX};
+    static const uint32_t streams[] = {SDC_PHILOX_STREAM_LATENT, SDC_PHILOX_STREAM_VAE_POSTERIOR,
+                                       0xffffffffu};
+    for (int s = 0; s < 3; s++) {
+        for (int k = 0; k < 3; k++) {
+            float got[11];
+            sdc_philox_normal_stream(seeds[s], streams[k], 3, got, 11);
+            for (int j = 0; j < 11; j++) {
+                float want = reference_stream_element(seeds[s], streams[k], 3 + (uint64_t)j);
+                CHECK_MSG(memcmp(&got[j], &want, 4) == 0, "seed %llu stream %u element %d",
+                          (unsigned long long)seeds[s], streams[k], 3 + j);
+            }
+        }
+    }
+    float a[8], b[8];
+    sdc_philox_normal(42, 0, a, 8);
+    sdc_philox_normal_stream(42, SDC_PHILOX_STREAM_LATENT, 0, b, 8);
+    CHECK(memcmp(a, b, sizeof(a)) == 0);
+    sdc_philox_normal_stream(42, SDC_PHILOX_STREAM_VAE_POSTERIOR, 0, b, 8);
+    CHECK(memcmp(a, b, sizeof(a)) != 0);
 }
 
 static void test_split_invariance(void)
@@ -175,6 +205,7 @@ int main(void)
 {
     RUN(test_known_answers);
     RUN(test_mapping);
+    RUN(test_streams);
     RUN(test_split_invariance);
     RUN(test_moments);
     /* The golden comes from an optional generator; without it there is

@@ -4,8 +4,9 @@
 
 Reloads tests/data/tiny-hunyuanimage*/ with diffusers' from_pretrained and
 recomputes outputs from the inputs stored in the goldens: Philox noise,
-scheduler tables, both transformer forwards, the VAE decode, both guiders
-and two whole pipeline runs. Also checks the contract's dtypes (F32 floats,
+scheduler tables, both transformer forwards, the VAE decode, both guiders,
+three whole pipeline runs, the VAE encode and the image-to-image runs (with
+make_goldens.img2img_reference on the reloaded pipelines). Also checks the contract's dtypes (F32 floats,
 I64 integers and masks) and that masks are right-padded. Exits non-zero on
 any mismatch.
 """
@@ -27,6 +28,8 @@ import tiny_byt5  # noqa: E402,F401  (narrows the ByT5 projection; see tiny_byt5
 from diffusers import HunyuanImagePipeline  # noqa: E402
 from diffusers.utils import logging as dlogging  # noqa: E402
 from safetensors import safe_open  # noqa: E402
+
+import PIL.Image  # noqa: E402
 
 from philox import check_known_answers, philox_noise, philox_normal  # noqa: E402
 
@@ -81,6 +84,63 @@ def load_pipe(root, name):
                                                 text_encoder_2=None, tokenizer_2=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def check_img2img(gold, goldens, pipes):
+    import make_goldens  # the reference recipe lives there (and needs nothing else from it)
+
+    print("vae_encode")
+    g = goldens["vae_encode.safetensors"]
+    pil = PIL.Image.open(os.path.join(gold, "img2img_init_64x96.png"))
+    check("image_u8", torch.from_numpy(np.array(pil).astype(np.int64)), g["image_u8"])
+    vae = pipes["tiny-hunyuanimage"].vae
+    check("image", vae_image(pipes["tiny-hunyuanimage"], pil), g["image"])
+    with torch.no_grad():
+        posterior, eps, sample = make_goldens.vae_posterior_sample(vae, g["image"], int(g["seed"][0]))
+    check("mean", posterior.mean, g["mean"], atol=1e-5)
+    check("logvar", posterior.logvar, g["logvar"], atol=1e-5)
+    check("noise", eps, g["noise"])
+    check("sample", sample, g["sample"], atol=1e-5)
+
+    for case in make_goldens.IMG2IMG_CASES:
+        print(f"img2img_{case['name']}")
+        g = goldens[f"img2img_{case['name']}.safetensors"]
+        H, W = int(g["height"][0]), int(g["width"][0])
+        pil = PIL.Image.open(os.path.join(gold, f"img2img_init_{H}x{W}.png"))
+        kw = {k: g[k] for k in g if "prompt_embeds" in k}
+        if "distilled_guidance_scale" in g:
+            kw["distilled_guidance_scale"] = float(g["distilled_guidance_scale"][0])
+        steps = []
+
+        def cb(p, i, t, ck):
+            steps.append(ck["latents"].clone())
+            return {}
+
+        image, image_latents, eps, noise, latents_init, decoded, out, n_steps = make_goldens.img2img_reference(
+            pipes[case["model"]], pil, H, W, case["strength"], int(g["steps"][0]), int(g["seed"][0]), kw, cb)
+        check("n_steps", torch.tensor([n_steps]), g["n_steps"])
+        check("init_image", image, g["init_image"])
+        check("noise_posterior", eps, g["noise_posterior"])
+        check("noise", noise, g["noise"])
+        check("image_latents", image_latents, g["image_latents"], atol=1e-5)
+        check("latents_init", latents_init, g["latents_init"], atol=1e-5)
+        for i, lat in enumerate(steps):
+            check(f"latents_step{i}", lat, g[f"latents_step{i}"], atol=1e-5)
+        check("decoded", decoded, g["decoded"], atol=1e-5)
+        check("image_u8", torch.from_numpy(np.array(out).astype(np.int64)), g["image_u8"], atol=1)
+
+    print("image_decode")
+    g = goldens["image_decode.safetensors"]
+    for key in sorted(g):
+        stem, ext = key[: -len("_u8")].rsplit("_", 1)  # "rgb444_jpg_u8" -> image_rgb444.jpg
+        back = np.array(PIL.Image.open(os.path.join(gold, f"image_{stem}.{ext}")).convert("RGB"))
+        back = back.astype(np.int64)
+        check(key, torch.from_numpy(back), g[key])
+
+
+def vae_image(pipe, pil):
+    W, H = pil.size
+    return pipe.image_processor.preprocess(pil, height=H, width=W).to(torch.float32)
 
 
 def main():
@@ -230,6 +290,8 @@ def main():
             dec = pipe.vae.decode(g[f"latents_step{len(steps) - 1}"] / pipe.vae.config.scaling_factor,
                                   return_dict=False)[0]
         check("decoded", dec, g["decoded"], atol=1e-5)
+
+    check_img2img(gold, goldens, {"tiny-hunyuanimage": base, "tiny-hunyuanimage-distilled": dist})
 
     if failures:
         print("FAILED:")

@@ -7,11 +7,15 @@ Writes (relative to the repository root, or --out-root):
     tests/data/tiny-hunyuanimage-cfg/        (ClassifierFreeGuidance guider)
     tests/data/tiny-hunyuanimage-distilled/  (guidance-distilled, meanflow)
     tests/data/goldens/*.safetensors         (see tests/data/GOLDENS.md)
+    tests/data/goldens/img2img_init_*.png    (image-to-image input images)
 
 Everything is computed on the CPU in float32 with one thread and fixed seeds,
 so two runs give byte-identical files. Reference semantics: the installed
 diffusers (HunyuanImagePipeline, HunyuanImageTransformer2DModel,
 AutoencoderKLHunyuanImage, FlowMatchEulerDiscreteScheduler, the guiders).
+diffusers has no HunyuanImage image-to-image pipeline: the img2img goldens
+are the diffusers components driven by the flux img2img recipe
+(img2img_reference below).
 """
 
 import argparse
@@ -27,6 +31,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
 import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,7 +52,7 @@ from diffusers import (  # noqa: E402
 from diffusers.utils import logging as dlogging  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
-from philox import check_known_answers, philox_noise, philox_normal  # noqa: E402
+from philox import STREAM_VAE_POSTERIOR, check_known_answers, philox_noise, philox_normal  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 
@@ -155,6 +160,24 @@ PIPELINE_CASES = [
     dict(name="distilled_64x96", model="tiny-hunyuanimage-distilled", height=64, width=96, seed=1234,
          input_seed=24, llm=(27, None), byt5=(4, None), byt5_zero=False, distilled_guidance_scale=3.25),
 ]
+
+
+# Image-to-image (img2img_reference): strength as in diffusers' img2img
+# pipelines; "embeds_from" reuses a text-to-image case's inputs (and seed),
+# so strength 1.0 must reproduce that case bit for bit.
+IMG2IMG_CASES = [
+    dict(name="apg_64x96", model="tiny-hunyuanimage", height=64, width=96, strength=0.6, seed=11,
+         input_seed=31, llm=(21, 9), byt5=(0, 0), byt5_zero=True),
+    dict(name="full_64x64", model="tiny-hunyuanimage", height=64, width=64, strength=1.0,
+         embeds_from="apg_64x64"),
+    dict(name="zero_64x64", model="tiny-hunyuanimage", height=64, width=64, strength=0.0, seed=13,
+         input_seed=33, llm=(17, 6), byt5=(0, 0), byt5_zero=True),
+    dict(name="distilled_64x64", model="tiny-hunyuanimage-distilled", height=64, width=64,
+         strength=0.5, seed=14, input_seed=34, llm=(25, None), byt5=(4, None), byt5_zero=False,
+         distilled_guidance_scale=3.25),
+]
+# The VAE encoder golden: the 64 x 96 input image, posterior noise seed.
+VAE_ENCODE_SEED = 15
 
 
 def versions():
@@ -760,6 +783,266 @@ def golden_pipeline(out_dir, case, pipe):
 
 
 # --------------------------------------------------------------------------
+# Image-to-image
+# --------------------------------------------------------------------------
+
+
+def init_image_u8(height, width, seed):
+    """A deterministic RGB test picture: smooth gradients, a disc, a bar and
+    mild noise (so the VAE sees edges as well as flat regions)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = 255.0 * x / max(width - 1, 1)
+    g = 255.0 * y / max(height - 1, 1)
+    b = 127.5 + 100.0 * np.sin(x / 7.0) * np.cos(y / 5.0)
+    img = np.stack([r, g, b], axis=-1)
+    disc = (x - 0.6 * width) ** 2 + (y - 0.45 * height) ** 2 < (0.22 * min(height, width)) ** 2
+    img[disc] = (230.0, 40.0, 60.0)
+    img[int(0.75 * height): int(0.85 * height), int(0.1 * width): int(0.5 * width)] = (20.0, 20.0, 20.0)
+    img += rng.normal(0.0, 6.0, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def write_init_png(out_dir, height, width):
+    """Writes img2img_init_HxW.png and returns it as PIL opens it (what a
+    user of diffusers passes in)."""
+    path = os.path.join(out_dir, f"img2img_init_{height}x{width}.png")
+    arr = init_image_u8(height, width, 1000 * height + width)
+    PIL.Image.fromarray(arr, mode="RGB").save(path)
+    img = PIL.Image.open(path)
+    img.load()
+    require(img.mode == "RGB" and np.array_equal(np.array(img), arr), f"{path}: round trip")
+    print(f"{os.path.relpath(path, REPO)}  ({os.path.getsize(path)} bytes)")
+    return img
+
+
+def golden_image_decode(out_dir):
+    """Input images in the other formats sdc reads, and PIL's
+    convert("RGB") of each: what sdc's decoders must reproduce."""
+    arr = init_image_u8(24, 40, 7)
+    pil = PIL.Image.fromarray(arr, mode="RGB")
+    alpha = PIL.Image.fromarray(init_image_u8(24, 40, 8)[:, :, 0], mode="L")
+    files = {
+        "rgb_jpg": ("image_rgb.jpg", pil, dict(quality=90)),
+        "rgb444_jpg": ("image_rgb444.jpg", pil, dict(quality=95, subsampling=0)),
+        "progressive_jpg": ("image_progressive.jpg", pil, dict(quality=85, progressive=True)),
+        "gray_jpg": ("image_gray.jpg", pil.convert("L"), dict(quality=90)),
+        "gray_png": ("image_gray.png", pil.convert("L"), {}),
+        "rgba_png": ("image_rgba.png", PIL.Image.merge("RGBA", (*pil.split(), alpha)), {}),
+        "palette_png": ("image_palette.png", pil.quantize(colors=64, dither=PIL.Image.Dither.NONE), {}),
+    }
+    tensors = {}
+    for key, (name, img, kw) in files.items():
+        path = os.path.join(out_dir, name)
+        img.save(path, **kw)
+        back = np.array(PIL.Image.open(path).convert("RGB"))
+        require(back.shape == (24, 40, 3), f"{name}: shape")
+        tensors[f"{key}_u8"] = i64(back.astype(np.int64))
+        print(f"{os.path.relpath(path, REPO)}  ({os.path.getsize(path)} bytes, mode {img.mode})")
+    write_golden(os.path.join(out_dir, "image_decode.safetensors"), tensors,
+                 "PIL's convert('RGB') of the image_* files")
+
+
+def vae_posterior_sample(vae, image, seed):
+    """vae.encode(image).latent_dist and its sample() with our Philox noise:
+    DiagonalGaussianDistribution.sample() is mean + std * randn; the randn
+    is Philox stream 1 (STREAM_VAE_POSTERIOR) of the seed."""
+    posterior = vae.encode(image).latent_dist
+    eps = torch.from_numpy(philox_noise(seed, tuple(posterior.mean.shape), stream=STREAM_VAE_POSTERIOR))
+    return posterior, eps, posterior.mean + posterior.std * eps
+
+
+def golden_vae_encode(out_dir, vae, init_pil):
+    processor = diffusers.image_processor.VaeImageProcessor(vae_scale_factor=VAE_CONFIG["spatial_compression_ratio"])
+    W, H = init_pil.size
+    image = processor.preprocess(init_pil, height=H, width=W).to(torch.float32)
+    with torch.no_grad():
+        posterior, eps, sample = vae_posterior_sample(vae, image, VAE_ENCODE_SEED)
+    h, w = H // 8, W // 8
+    require(list(posterior.mean.shape) == [1, 8, h, w], "encode shape")
+    require(float(posterior.logvar.min()) > -30 and float(posterior.logvar.max()) < 20,
+            "logvar reaches the clamp: the golden would not test the encoder alone")
+    tensors = {
+        "image": f32(image), "image_u8": i64(np.array(init_pil).astype(np.int64)),
+        "mean": f32(posterior.mean), "logvar": f32(posterior.logvar),
+        "seed": i64([VAE_ENCODE_SEED]), "noise": f32(eps), "sample": f32(sample),
+    }
+    print(f"  vae_encode: mean std {float(posterior.mean.std()):.3f}, "
+          f"logvar in [{float(posterior.logvar.min()):.3f}, {float(posterior.logvar.max()):.3f}]")
+    write_golden(os.path.join(out_dir, "vae_encode.safetensors"), tensors,
+                 "tiny-hunyuanimage vae.encode on img2img_init_64x96.png (VaeImageProcessor.preprocess), "
+                 "posterior sample with Philox stream 1")
+
+
+def img2img_reference(pipe, init_pil, height, width, strength, steps, seed, call_kwargs, on_step_end):
+    """Image-to-image with HunyuanImagePipeline's components, following
+    diffusers' flux img2img recipe (FluxImg2ImgPipeline.__call__):
+
+      image = image_processor.preprocess(image, height, width)
+      timesteps: the pipeline's own schedule (sigmas = linspace(1, 0, N+1)[:-1],
+          shifted), then get_timesteps: init_timestep = min(N * strength, N),
+          t_start = int(max(N - init_timestep, 0)), timesteps[t_start:],
+          scheduler.set_begin_index(t_start)
+      image_latents = retrieve_latents(vae.encode(image)) * scaling_factor
+          (sample mode, as flux: mean + std * noise, the noise from Philox
+          stream 1; this VAE has no shift_factor)
+      latents = scheduler.scale_noise(image_latents, timesteps[:1], noise)
+          = sigma * noise + (1 - sigma) * image_latents, sigma = sigmas[t_start]
+      denoise timesteps[t_start:] with step indices 0 .. N - t_start - 1 and
+          num_inference_steps = N - t_start (what the guider sees)
+
+    The denoising loop is HunyuanImagePipeline.__call__ itself, given the
+    noised latents and the unshifted sigmas from t_start on: the shift is
+    elementwise, so its schedule is the full one's tail (checked bit for bit).
+    Flux refuses a strength that leaves no step; here strength 0 (t_start = N)
+    returns the decoded image latents: scale_noise at the terminal sigma 0.
+
+    Returns (image_latents, noise_posterior, latents_init, decoded, pil_image, n_steps)."""
+    processor = pipe.image_processor
+    image = processor.preprocess(init_pil, height=height, width=width).to(torch.float32)
+    full = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    unshifted = np.linspace(1.0, 0.0, steps + 1)[:-1]
+    full.set_timesteps(sigmas=unshifted)
+    init_timestep = min(steps * strength, steps)
+    t_start = int(max(steps - init_timestep, 0))
+    timesteps = full.timesteps[t_start:]
+    full.set_begin_index(t_start)
+    n_steps = steps - t_start
+
+    with torch.no_grad():
+        _, eps, image_latents = vae_posterior_sample(pipe.vae, image, seed)
+        image_latents = image_latents * pipe.vae.config.scaling_factor
+        noise = torch.from_numpy(philox_noise(seed, tuple(image_latents.shape)))
+        if n_steps == 0:
+            latents = image_latents
+        else:
+            latents = full.scale_noise(image_latents, timesteps[:1], noise)
+        latents_init = latents.clone()
+
+    decoded_cap = {}
+    orig_decode = pipe.vae.decode
+
+    def decode_hook(z, return_dict=True):
+        out = orig_decode(z, return_dict=return_dict)
+        decoded_cap["z"] = z.detach().clone()
+        decoded_cap["decoded"] = (out[0] if not return_dict else out.sample).detach().clone()
+        return out
+
+    with torch.no_grad():
+        if n_steps == 0:
+            decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            pil = processor.postprocess(decoded, output_type="pil")[0]
+        else:
+            pipe.vae.decode = decode_hook
+            try:
+                pil = pipe(
+                    height=height, width=width, sigmas=list(unshifted[t_start:]), latents=latents.clone(),
+                    output_type="pil", return_dict=False,
+                    callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"],
+                    **call_kwargs,
+                )[0][0]
+            finally:
+                del pipe.vae.decode
+            require(torch.equal(pipe.scheduler.sigmas, full.sigmas[t_start:]), "truncated sigmas")
+            require(torch.equal(pipe.scheduler.timesteps, timesteps), "truncated timesteps")
+            decoded = decoded_cap["decoded"]
+    return image, image_latents, eps, noise, latents_init, decoded, pil, n_steps
+
+
+def _case_text(g, case):
+    """Random prompt / negative embeddings for a case, as golden_pipeline makes them."""
+    distilled = "distilled_guidance_scale" in case
+
+    def make_part(n_llm, n_byt5, zero_byt5):
+        text, mask, text_2, mask_2 = text_inputs(g, 1, [n_llm], [n_byt5])
+        if zero_byt5:
+            text_2 = torch.zeros_like(text_2)
+            mask_2 = torch.zeros_like(mask_2)
+        return text, mask, text_2, mask_2
+
+    pos = make_part(case["llm"][0], case["byt5"][0], case["byt5_zero"])
+    tensors = {
+        "prompt_embeds": f32(pos[0]), "prompt_embeds_mask": i64(pos[1]),
+        "prompt_embeds_2": f32(pos[2]), "prompt_embeds_mask_2": i64(pos[3]),
+    }
+    if not distilled:
+        neg = make_part(case["llm"][1], case["byt5"][1], case["byt5_zero"] or case.get("neg_byt5_zero", False))
+        tensors.update({
+            "negative_prompt_embeds": f32(neg[0]), "negative_prompt_embeds_mask": i64(neg[1]),
+            "negative_prompt_embeds_2": f32(neg[2]), "negative_prompt_embeds_mask_2": i64(neg[3]),
+        })
+    return tensors
+
+
+_EMBED_NAMES = (
+    "prompt_embeds", "prompt_embeds_mask", "prompt_embeds_2", "prompt_embeds_mask_2",
+    "negative_prompt_embeds", "negative_prompt_embeds_mask", "negative_prompt_embeds_2",
+    "negative_prompt_embeds_mask_2",
+)
+
+
+def golden_img2img(out_dir, case, pipe, init_pil):
+    H, W = case["height"], case["width"]
+    require(init_pil.size == (W, H), "init image size")
+    if "embeds_from" in case:
+        with safe_open(os.path.join(out_dir, f"pipeline_{case['embeds_from']}.safetensors"), framework="pt") as f:
+            ref = {k: f.get_tensor(k) for k in f.keys()}
+        seed = int(ref["seed"][0])
+        text = {k: ref[k] for k in _EMBED_NAMES if k in ref}
+    else:
+        ref = None
+        seed = case["seed"]
+        text = _case_text(torch.Generator().manual_seed(case["input_seed"]), case)
+    call_kwargs = {k: (v.long() if "mask" in k else v) for k, v in text.items()}
+    tensors = dict(text)
+    if "distilled_guidance_scale" in case:
+        call_kwargs["distilled_guidance_scale"] = case["distilled_guidance_scale"]
+        tensors["distilled_guidance_scale"] = f32(torch.tensor([case["distilled_guidance_scale"]]))
+
+    steps = []
+
+    def on_step_end(p, i, t, cb_kwargs):
+        steps.append((i, float(t), cb_kwargs["latents"].detach().clone()))
+        return {}
+
+    image, image_latents, eps, noise, latents_init, decoded, pil, n_steps = img2img_reference(
+        pipe, init_pil, H, W, case["strength"], NUM_STEPS, seed, call_kwargs, on_step_end)
+    out = np.array(pil)
+    require(out.shape == (H, W, 3) and out.dtype == np.uint8, "image shape")
+    require(len(steps) == n_steps, "callback count")
+    tensors.update({
+        "height": i64([H]), "width": i64([W]), "steps": i64([NUM_STEPS]), "seed": i64([seed]),
+        "strength": f32(torch.tensor([case["strength"]], dtype=torch.float64)),
+        "n_steps": i64([n_steps]),
+        "init_image": f32(image), "init_image_u8": i64(np.array(init_pil).astype(np.int64)),
+        "noise_posterior": f32(eps), "image_latents": f32(image_latents),
+        "noise": f32(noise), "latents_init": f32(latents_init),
+        "decoded": f32(decoded), "image_u8": i64(out.astype(np.int64)),
+    })
+    for i, t, lat in steps:
+        tensors[f"latents_step{i}"] = f32(lat)
+    final = steps[-1][2] if steps else latents_init
+    change = rel_change(final, image_latents)
+    levels = len(np.unique(out))
+    print(f"  img2img {case['name']}: strength {case['strength']}, {n_steps} of {NUM_STEPS} steps, "
+          f"timesteps={[round(t, 4) for _, t, _ in steps]}, final/image-latent rel change {change:.3f}, "
+          f"{levels} distinct byte values")
+    require(levels > 32, "degenerate image")
+    if case["strength"] == 0.0:
+        require(n_steps == 0 and torch.equal(final, image_latents), "strength 0 keeps the image latents")
+    else:
+        require(change > 0.1, "img2img output too close to the image latents")
+    if ref is not None:
+        # Strength 1 starts from pure noise: the text-to-image run, bit for bit.
+        require(torch.equal(latents_init, ref["noise"]), "strength 1 initial latents != noise")
+        for i, _, lat in steps:
+            require(torch.equal(lat, ref[f"latents_step{i}"]), f"strength 1 step {i} != text-to-image")
+        require(np.array_equal(out.astype(np.int64), ref["image_u8"].numpy()), "strength 1 image != text-to-image")
+    write_golden(os.path.join(out_dir, f"img2img_{case['name']}.safetensors"), tensors,
+                 f"img2img {case['name']} on {case['model']}: diffusers components + the flux img2img recipe")
+
+
+# --------------------------------------------------------------------------
 
 
 def main():
@@ -824,6 +1107,12 @@ def main():
     for case in PIPELINE_CASES:
         picked = golden_pipeline(gold, case, pipes[case["model"]]())
         require(picked == expect_guider[case["name"]], f"{case['name']} picked {picked}")
+
+    inits = {(64, 96): write_init_png(gold, 64, 96), (64, 64): write_init_png(gold, 64, 64)}
+    golden_image_decode(gold)
+    golden_vae_encode(gold, vae, inits[(64, 96)])
+    for case in IMG2IMG_CASES:
+        golden_img2img(gold, case, pipes[case["model"]](), inits[(case["height"], case["width"])])
 
     total = 0
     for root, _, files in os.walk(data):

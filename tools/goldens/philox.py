@@ -4,11 +4,14 @@ This mirrors src/common/philox.h and is the definition the C code is tested
 against (tests/data/goldens/philox.safetensors).
 
     block b = i // 4, key = (seed & 0xffffffff, seed >> 32),
-    counter = (b & 0xffffffff, b >> 32, 0, 0) -> u[0..3] = Philox4x32-10
+    counter = (b & 0xffffffff, b >> 32, stream, 0) -> u[0..3] = Philox4x32-10
     f(u) = (u + 0.5) / 2**32                       (float64, in (0, 1))
     (u0, u1) -> elements 4b, 4b+1; (u2, u3) -> 4b+2, 4b+3:
     r = sqrt(-2 ln f(a)), t = 2 pi f(b); first = r cos t, second = r sin t
     computed in float64, rounded once to float32.
+
+Streams (philox.h): 0 = initial latent noise, 1 = the VAE posterior sample
+of image-to-image.
 
 Run as a script to check the Random123 known-answer vectors.
 """
@@ -54,24 +57,29 @@ def philox4x32_10(ctr, key):
     return np.stack([c0, c1, c2, c3], axis=-1)
 
 
-def philox_uniform_u32(seed, nblocks, first_block=0):
+STREAM_LATENT = 0
+STREAM_VAE_POSTERIOR = 1
+
+
+def philox_uniform_u32(seed, nblocks, first_block=0, stream=STREAM_LATENT):
     """Raw Philox output words for blocks first_block .. first_block+nblocks-1."""
     seed = int(seed)
     b = np.arange(first_block, first_block + nblocks, dtype=np.uint64)
     ctr = np.zeros((nblocks, 4), dtype=np.uint32)
     ctr[:, 0] = (b & _MASK32).astype(np.uint32)
     ctr[:, 1] = (b >> _SHIFT32).astype(np.uint32)
+    ctr[:, 2] = np.uint32(stream)
     key = np.array([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], dtype=np.uint32)
     return philox4x32_10(ctr, key)
 
 
-def philox_normal(seed, n, offset=0):
-    """Elements offset .. offset+n-1 of the standard normal stream for seed (float32)."""
+def philox_normal(seed, n, offset=0, stream=STREAM_LATENT):
+    """Elements offset .. offset+n-1 of standard normal stream `stream` for seed (float32)."""
     if n <= 0:
         return np.zeros((0,), dtype=np.float32)
     first_block = offset // 4
     last_block = (offset + n - 1) // 4
-    u = philox_uniform_u32(seed, last_block - first_block + 1, first_block)
+    u = philox_uniform_u32(seed, last_block - first_block + 1, first_block, stream)
     f = (u.astype(np.float64) + 0.5) / 4294967296.0
     out = np.empty((u.shape[0], 4), dtype=np.float64)
     for a, b in ((0, 1), (2, 3)):
@@ -84,10 +92,10 @@ def philox_normal(seed, n, offset=0):
     return flat[start : start + n].copy()
 
 
-def philox_noise(seed, shape):
+def philox_noise(seed, shape, stream=STREAM_LATENT):
     """Noise tensor of the given shape: elements 0..prod(shape)-1 in C order."""
     n = int(np.prod(shape))
-    return philox_normal(seed, n).reshape(shape)
+    return philox_normal(seed, n, stream=stream).reshape(shape)
 
 
 KNOWN_ANSWERS = [
@@ -124,6 +132,11 @@ def _self_check():
     for off, n in ((0, 1), (1, 6), (3, 9), (4094, 5), (1001, 1234)):
         part = philox_normal(42, n, offset=off)
         assert np.array_equal(part, full[off : off + n]), (off, n)
+    other = philox_normal(42, 4099, stream=STREAM_VAE_POSTERIOR)
+    assert not np.any(other == full), "streams 0 and 1 share values"
+    for off, n in ((0, 1), (3, 9), (1001, 1234)):
+        part = philox_normal(42, n, offset=off, stream=STREAM_VAE_POSTERIOR)
+        assert np.array_equal(part, other[off : off + n]), (off, n)
     big = philox_normal((1 << 40) + 7, 1000)
     assert np.isfinite(big).all()
     m, s = float(full.mean()), float(full.std())
