@@ -1,7 +1,10 @@
 /*
- * sdc-generate: one process, no services: text embeddings (or, with the text
- * encoders, a prompt) + parameters -> PNG. The reference path every cluster
- * result is compared against.
+ * sdc-generate: one process, no services: a prompt (or precomputed text
+ * embeddings) + parameters -> PNG. The reference path every cluster result
+ * is compared against.
+ *
+ * With a prompt the text encoders run first and are freed before the DiT
+ * and VAE are loaded, so the LLM and the DiT are never in memory together.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,31 +17,52 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "common/image.h"
 #include "common/log.h"
 #include "common/png.h"
 #include "common/safetensors.h"
 #include "common/timer.h"
 #include "model/embeds.h"
+#include "model/img2img.h"
 #include "model/pipeline.h"
+#include "model/text_encoder.h"
 
 #define EXIT_USAGE 2
+/* --prompt-file: far beyond any useful prompt (the text encoder keeps 1000
+ * tokens), small enough to read into memory. */
+#define PROMPT_FILE_MAX ((size_t)64 << 20)
 
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: sdc-generate --model DIR --embeds FILE [options] -o OUT.png\n"
+"usage: sdc-generate --model DIR (--prompt TEXT | --embeds FILE) [options] -o OUT.png\n"
+"       sdc-generate --model DIR --prompt TEXT --dump-embeds FILE\n"
 "\n"
 "Generates one image with a HunyuanImage-2.1-family model in this process.\n"
 "\n"
-"Required:\n"
+"Required: --model, one of --prompt / --prompt-file / --embeds, and --output\n"
+"(or --dump-embeds).\n"
 "  -m, --model DIR          model directory in diffusers layout (model_index.json,\n"
-"                           transformer/, vae/, scheduler/, guider/ ...)\n"
-"  -e, --embeds FILE        text conditioning as a safetensors file: prompt_embeds,\n"
-"                           prompt_embeds_mask [, prompt_embeds_2, prompt_embeds_mask_2]\n"
-"                           and, for guided models, the same with negative_ prefix\n"
-"  -o, --output FILE        PNG to write\n"
+"                           transformer/, vae/, scheduler/, guider/ ... and, for\n"
+"                           --prompt, text_encoder/, tokenizer/, text_encoder_2/,\n"
+"                           tokenizer_2/)\n"
+"  -p, --prompt TEXT        the prompt (Chinese or English; text in quotes, '..',\n"
+"                           \"..\", \xe2\x80\x98..\xe2\x80\x99 or \xe2\x80\x9c..\xe2\x80\x9d, goes to the glyph encoder). The text\n"
+"                           encoder keeps 1000 tokens; longer prompts are cut with a\n"
+"                           warning\n"
+"      --prompt-file FILE   read the prompt from FILE, byte for byte: NUL bytes are\n"
+"                           characters, invalid UTF-8 becomes U+FFFD\n"
+"  -e, --embeds FILE        instead of a prompt: text conditioning as a safetensors\n"
+"                           file: prompt_embeds, prompt_embeds_mask [, prompt_embeds_2,\n"
+"                           prompt_embeds_mask_2] and, for guided models, the same with\n"
+"                           negative_ prefix\n"
+"  -o, --output FILE        PNG to write (optional with --dump-embeds)\n"
 "\n"
 "Options:\n"
+"  -n, --negative-prompt TEXT  negative prompt for guided models (default: empty, as\n"
+"                           diffusers uses when none is given)\n"
+"      --dump-embeds FILE   write the prompt's embeddings in the --embeds format; without\n"
+"                           -o, stop there\n"
 "  -W, --width N            image width in pixels (default: the model's default size)\n"
 "  -H, --height N           image height in pixels (default: the model's default size)\n"
 "  -s, --steps N            denoising steps (default 50)\n"
@@ -53,6 +77,16 @@ static void usage(FILE *f)
 "  -q, --quiet              no progress bar or summary\n"
 "      --log-level LEVEL    debug, info, warn (default), error\n"
 "  -h, --help               this help\n"
+"\n"
+"\n"
+"Image-to-image:\n"
+"      --init-image FILE    start from this PNG or JPEG image, noised to --strength,\n"
+"                           instead of from pure noise (as diffusers' img2img\n"
+"                           pipelines). It must already have the output size, which\n"
+"                           -W / -H default to: sdc does not resample images\n"
+"      --strength S         0..1 (default 0.6): the fraction of the --steps schedule\n"
+"                           that runs; 1 ignores the image (text-to-image), 0 returns\n"
+"                           it encoded and decoded\n"
 "\n"
 "Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.\n");
 }
@@ -140,15 +174,122 @@ static int write_latent(const char *path, const float *latent, int64_t c, int64_
     return 0;
 }
 
+/* The whole file as bytes (NULs kept). */
+static int read_prompt_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "sdc-generate: --prompt-file: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    int rc = -1;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= PROMPT_FILE_MAX) {
+                fprintf(stderr, "sdc-generate: --prompt-file: %s is larger than %zu MiB\n", path,
+                        PROMPT_FILE_MAX >> 20);
+                goto out;
+            }
+            size_t ncap = cap ? cap * 2 : 4096;
+            char *p = realloc(buf, ncap);
+            if (!p) {
+                fprintf(stderr, "sdc-generate: --prompt-file: out of memory reading %s\n", path);
+                goto out;
+            }
+            buf = p;
+            cap = ncap;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "sdc-generate: --prompt-file: %s: %s\n", path, strerror(errno));
+        goto out;
+    }
+    *out = buf;
+    *len = n;
+    buf = NULL;
+    rc = 0;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+typedef struct {
+    const char *text; /* NULL: not given */
+    size_t len;
+} prompt_t;
+
+/* Prompt (and, when the chosen guider needs it, negative prompt) ->
+ * embeddings, as HunyuanImagePipeline.encode_prompt. Only configs are read
+ * besides the text encoders, which are freed before returning. */
+static sdc_status_t encode_prompts(sdc_backend_t *be, const char *model, const prompt_t *pos,
+                                   const prompt_t *neg, int steps, int quiet, sdc_embeds_t *emb,
+                                   sdc_error_t *err)
+{
+    char path[4096];
+    sdc_dit_config_t dc;
+    sdc_guider_config_t g, og;
+    sdc_text_encoder_t *te = NULL;
+    sdc_text_info_t info;
+    sdc_status_t st;
+    memset(emb, 0, sizeof(*emb));
+    if (snprintf(path, sizeof(path), "%s/transformer/config.json", model) >= (int)sizeof(path))
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "%s: path too long", model);
+    st = sdc_dit_config_load(&dc, path, err);
+    if (st == SDC_OK) st = sdc_pipeline_load_guiders(model, &g, &og, err);
+    if (st == SDC_OK)
+        st = sdc_text_encoder_open(&te, be, model, dc.text_embed_dim, dc.text_embed_2_dim, err);
+    if (st != SDC_OK) return st;
+    double t0 = sdc_now();
+    st = sdc_text_encoder_encode(te, pos->text, pos->len, &emb->pos, &info, err);
+    if (st != SDC_OK) goto out;
+    sdc_text_cond_t c;
+    sdc_embeds_cond(&emb->pos, &c);
+    const sdc_guider_config_t *chosen =
+        sdc_guider_select(&g, &og, sdc_text_cond_has_glyph(&c, dc.text_embed_2_dim));
+    if (chosen && sdc_guider_needs_uncond(chosen, steps)) {
+        st = sdc_text_encoder_encode(te, neg->text ? neg->text : "", neg->text ? neg->len : 0,
+                                     &emb->neg, NULL, err);
+        if (st != SDC_OK) goto out;
+        emb->has_neg = 1;
+    } else if (neg->text) {
+        SDC_INFO("the model's guider makes no unconditional pass: --negative-prompt is unused");
+    }
+    if (!quiet)
+        fprintf(stderr,
+                "sdc-generate: prompt: %zu tokens (%lld encoded), quoted text: %zu bytes (%lld "
+                "ByT5 tokens)%s; text encoders %.2f s\n",
+                info.n_tokens - SDC_TEXT_DROP_TOKENS, (long long)info.n_valid, info.glyph_bytes,
+                (long long)info.n_valid_2, emb->has_neg ? ", with negative prompt" : "",
+                sdc_now() - t0);
+out:
+    sdc_text_encoder_free(te);
+    if (st != SDC_OK) sdc_embeds_free(emb);
+    return st;
+}
+
 int main(int argc, char **argv)
 {
     const char *model = NULL, *embeds_path = NULL, *out = NULL, *latent_out = NULL;
+    const char *prompt_file = NULL, *dump_path = NULL;
+    prompt_t prompt = {0}, negative = {0};
+    char *file_text = NULL;
     const char *backend_name = "cpu";
     long width = 0, height = 0, steps = 50, threads = 0;
     double guidance = NAN;
     uint64_t seed = 0;
     int trim = 1, quiet = 0;
-    enum { OPT_NO_TRIM = 256, OPT_LATENT_OUT, OPT_BACKEND, OPT_LOG_LEVEL };
+    enum { OPT_NO_TRIM = 256, OPT_LATENT_OUT, OPT_BACKEND, OPT_LOG_LEVEL, OPT_PROMPT_FILE, OPT_DUMP };
+    /* Image-to-image. */
+    enum { OPT_INIT_IMAGE = 512, OPT_STRENGTH };
+    const char *init_path = NULL;
+    double strength = NAN;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"embeds", required_argument, 0, 'e'},
         {"output", required_argument, 0, 'o'},    {"width", required_argument, 0, 'W'},
@@ -159,16 +300,28 @@ int main(int argc, char **argv)
         {"latent-out", required_argument, 0, OPT_LATENT_OUT},
         {"backend", required_argument, 0, OPT_BACKEND},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
+        {"prompt", required_argument, 0, 'p'},
+        {"negative-prompt", required_argument, 0, 'n'},
+        {"prompt-file", required_argument, 0, OPT_PROMPT_FILE},
+        {"dump-embeds", required_argument, 0, OPT_DUMP},
+        {"init-image", required_argument, 0, OPT_INIT_IMAGE},
+        {"strength", required_argument, 0, OPT_STRENGTH},
         {0, 0, 0, 0},
     };
     sdc_log_set_level(SDC_LOG_WARN);
     sdc_log_init_from_env();
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:e:o:W:H:s:g:S:t:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:e:o:p:n:W:H:s:g:S:t:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'e': embeds_path = optarg; break;
+        case 'p': prompt.text = optarg; prompt.len = strlen(optarg); break;
+        case 'n': negative.text = optarg; negative.len = strlen(optarg); break;
+        case OPT_PROMPT_FILE: prompt_file = optarg; break;
+        case OPT_DUMP: dump_path = optarg; break;
+        case OPT_INIT_IMAGE: init_path = optarg; break;
+        case OPT_STRENGTH: if (parse_double("--strength", optarg, 0.0, 1.0, &strength)) return EXIT_USAGE; break;
         case 'o': out = optarg; break;
         case 'W': if (parse_long("--width", optarg, 1, SDC_MAX_IMAGE_SIDE, &width)) return EXIT_USAGE; break;
         case 'H': if (parse_long("--height", optarg, 1, SDC_MAX_IMAGE_SIDE, &height)) return EXIT_USAGE; break;
@@ -202,9 +355,28 @@ int main(int argc, char **argv)
         fprintf(stderr, "sdc-generate: unexpected argument '%s' (see --help)\n", argv[optind]);
         return EXIT_USAGE;
     }
-    if (!model || !embeds_path || !out) {
-        fprintf(stderr, "sdc-generate: --model, --embeds and --output are required (see --help)\n");
+    int n_inputs = (prompt.text != NULL) + (prompt_file != NULL) + (embeds_path != NULL);
+    if (!model || n_inputs != 1 || (!out && !dump_path)) {
+        fprintf(stderr, "sdc-generate: --model, one of --prompt / --prompt-file / --embeds, and "
+                        "--output (or --dump-embeds) are required (see --help)\n");
         return EXIT_USAGE;
+    }
+    if (embeds_path && (negative.text || dump_path)) {
+        fprintf(stderr, "sdc-generate: --%s needs a prompt, not --embeds (see --help)\n",
+                negative.text ? "negative-prompt" : "dump-embeds");
+        return EXIT_USAGE;
+    }
+    if (!init_path && !isnan(strength)) {
+        fprintf(stderr, "sdc-generate: --strength needs --init-image (see --help)\n");
+        return EXIT_USAGE;
+    }
+    if (init_path && !out) {
+        fprintf(stderr, "sdc-generate: --init-image needs --output (see --help)\n");
+        return EXIT_USAGE;
+    }
+    if (prompt_file) {
+        if (read_prompt_file(prompt_file, &file_text, &prompt.len)) return 1;
+        prompt.text = file_text;
     }
 
     int rc = 1;
@@ -217,13 +389,45 @@ int main(int argc, char **argv)
     float *latent = NULL;
     double t0 = sdc_now();
 
+    /* Image-to-image: the input is read and checked before any model loads,
+     * and the guider sees only the steps that strength leaves. */
+    sdc_init_image_t init = {0};
+    uint8_t *init_rgb = NULL;
+    int run_steps = (int)steps;
+    if (init_path) {
+        int t_start = 0;
+        init.strength = isnan(strength) ? 0.6 : strength;
+        if (sdc_image_load(init_path, (size_t)SDC_MAX_IMAGE_SIDE * SDC_MAX_IMAGE_SIDE, &init_rgb,
+                           &init.width, &init.height, &err) != SDC_OK ||
+            sdc_img2img_start_step((int)steps, init.strength, &t_start, &err) != SDC_OK) {
+            sdc_error_wrap(&err, "--init-image");
+            goto fail;
+        }
+        init.rgb = init_rgb;
+        run_steps = (int)steps - t_start;
+    }
+
     sdc_backend_config_t bc = {.name = backend_name, .n_threads = (int)threads, .device = 0};
     if (sdc_backend_create(&bc, &be, &err) != SDC_OK) goto fail;
+    if (prompt.text) {
+        if (encode_prompts(be, model, &prompt, &negative, run_steps, quiet, &emb, &err) != SDC_OK)
+            goto fail;
+        have_emb = 1;
+        if (dump_path && sdc_embeds_save(&emb, dump_path, &err) != SDC_OK) goto fail;
+        if (!out) {
+            rc = 0;
+            goto out;
+        }
+    }
+    double t_model = sdc_now();
     if (sdc_pipeline_open(&p, be, model, &err) != SDC_OK) goto fail;
     const sdc_dit_config_t *dc = sdc_dit_config(p->dit);
-    if (sdc_embeds_load(&emb, embeds_path, dc->text_embed_dim, dc->text_embed_2_dim, &err) != SDC_OK)
-        goto fail;
-    have_emb = 1;
+    if (!have_emb) {
+        if (sdc_embeds_load(&emb, embeds_path, dc->text_embed_dim, dc->text_embed_2_dim, &err) !=
+            SDC_OK)
+            goto fail;
+        have_emb = 1;
+    }
 
     sdc_gen_params_t gp;
     sdc_gen_params_default(&gp);
@@ -234,6 +438,11 @@ int main(int argc, char **argv)
     gp.steps = (int)steps;
     gp.seed = seed;
     gp.trim_text = trim;
+    if (init_rgb) {
+        /* Image-to-image: the output defaults to the input's size. */
+        gp.width = width ? (int)width : init.width;
+        gp.height = height ? (int)height : init.height;
+    }
     if (!isnan(guidance)) {
         if (dc->guidance_embeds) {
             gp.distilled_guidance_scale = guidance;
@@ -243,16 +452,21 @@ int main(int argc, char **argv)
         }
     }
     if (sdc_pipeline_check_params(p, &gp, &err) != SDC_OK) goto fail;
-    double t_load = sdc_now() - t0;
+    double t_load = sdc_now() - t_model;
 
     sdc_text_cond_t pos, neg;
     sdc_embeds_cond(&emb.pos, &pos);
     sdc_embeds_cond(&emb.neg, &neg);
     progress_ctx_t pc = {.tty = isatty(STDERR_FILENO), .quiet = quiet};
     sdc_gen_timing_t tm;
-    if (sdc_pipeline_generate(p, &gp, &pos, emb.has_neg ? &neg : NULL, NULL, on_progress, &pc,
-                              &rgb, &latent, &tm, &err) != SDC_OK)
-        goto fail;
+    sdc_status_t gen_st;
+    if (init_rgb)
+        gen_st = sdc_pipeline_generate_img2img(p, &gp, &init, &pos, emb.has_neg ? &neg : NULL,
+                                               NULL, on_progress, &pc, &rgb, &latent, &tm, &err);
+    else
+        gen_st = sdc_pipeline_generate(p, &gp, &pos, emb.has_neg ? &neg : NULL, NULL, on_progress,
+                                       &pc, &rgb, &latent, &tm, &err);
+    if (gen_st != SDC_OK) goto fail;
     if (sdc_png_write_file(out, rgb, gp.width, gp.height, &err) != SDC_OK) goto fail;
     if (latent_out && write_latent(latent_out, latent, dc->in_channels, gp.height / f, gp.width / f))
         goto out;
@@ -272,7 +486,9 @@ fail:
 out:
     free(rgb);
     free(latent);
+    free(init_rgb);
     if (have_emb) sdc_embeds_free(&emb);
+    free(file_text);
     sdc_pipeline_free(p);
     if (be) sdc_backend_destroy(be);
     return rc;

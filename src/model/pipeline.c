@@ -104,6 +104,15 @@ static sdc_status_t load_guider(const char *model_dir, const char *name, sdc_gui
     return st;
 }
 
+sdc_status_t sdc_pipeline_load_guiders(const char *model_dir, sdc_guider_config_t *guider,
+                                       sdc_guider_config_t *ocr_guider, sdc_error_t *err)
+{
+    sdc_status_t st = load_guider(model_dir, "guider", guider, err);
+    if (st == SDC_OK)
+        st = load_guider(model_dir, "ocr_guider", ocr_guider, err);
+    return st;
+}
+
 sdc_status_t sdc_pipeline_open(sdc_pipeline_t **out, sdc_backend_t *be, const char *model_dir,
                                sdc_error_t *err)
 {
@@ -159,9 +168,7 @@ sdc_status_t sdc_pipeline_open(sdc_pipeline_t **out, sdc_backend_t *be, const ch
     sub = NULL;
     if (st != SDC_OK) goto err_free;
 
-    st = load_guider(model_dir, "guider", &p->guider, err);
-    if (st != SDC_OK) goto err_free;
-    st = load_guider(model_dir, "ocr_guider", &p->ocr_guider, err);
+    st = sdc_pipeline_load_guiders(model_dir, &p->guider, &p->ocr_guider, err);
     if (st != SDC_OK) goto err_free;
     *out = p;
     return SDC_OK;

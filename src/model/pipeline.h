@@ -60,6 +60,12 @@ sdc_status_t sdc_pipeline_open(sdc_pipeline_t **out, sdc_backend_t *be, const ch
                                sdc_error_t *err);
 void sdc_pipeline_free(sdc_pipeline_t *p);
 
+/* Reads only guider/ and ocr_guider/ of model_dir (kind NONE for an absent
+ * directory), e.g. to know before loading the models whether a job needs
+ * negative conditioning (sdc_guider_select on the result). */
+sdc_status_t sdc_pipeline_load_guiders(const char *model_dir, sdc_guider_config_t *guider,
+                                       sdc_guider_config_t *ocr_guider, sdc_error_t *err);
+
 /* Validates width/height/steps against the model (multiples of the VAE factor
  * times the patch size, within SDC_MAX_IMAGE_SIDE) with a message naming the
  * flag-level problem. */

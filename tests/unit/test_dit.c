@@ -26,9 +26,12 @@
 
 /* ---- helpers -------------------------------------------------------------- */
 
+/* SDC_TEST_BACKEND=cuda runs the goldens on the GPU (tests/gpu/run.sh);
+ * n_threads then means nothing. */
 static sdc_backend_t *make_backend_threads(int n_threads)
 {
-    sdc_backend_config_t cfg = {.name = "cpu", .n_threads = n_threads};
+    const char *name = getenv("SDC_TEST_BACKEND");
+    sdc_backend_config_t cfg = {.name = name && *name ? name : "cpu", .n_threads = n_threads};
     sdc_backend_t *be = NULL;
     sdc_error_t err = {0};
     if (sdc_backend_create(&cfg, &be, &err) != SDC_OK) {

@@ -25,9 +25,11 @@ static const struct {
     {"distilled_64x96", "tiny-hunyuanimage-distilled"},
 };
 
+/* SDC_TEST_BACKEND=cuda runs the goldens on the GPU (tests/gpu/run.sh). */
 static sdc_backend_t *make_backend(void)
 {
-    sdc_backend_config_t bc = {.name = "cpu", .n_threads = 0};
+    const char *name = getenv("SDC_TEST_BACKEND");
+    sdc_backend_config_t bc = {.name = name && *name ? name : "cpu", .n_threads = 0};
     sdc_backend_t *be = NULL;
     sdc_error_t err = {0};
     if (sdc_backend_create(&bc, &be, &err) != SDC_OK) fprintf(stderr, "  backend: %s\n", err.msg);
