@@ -18,11 +18,17 @@
  *               step) or, after the last step, to a VAE node.
  * With one stage, stage 0 is the last stage and the lap is a function call.
  *
+ * With --synthetic-ms MS (benchmarks) a stage sleeps MS per sample instead
+ * of running its blocks, driving UCX meanwhile; activations pass through
+ * unchanged and the last stage takes a zero velocity instead of the head's
+ * prediction. Everything else (jobs, steps, messages) is as without it.
+ *
  * Not here: text encoding, decoding, scheduling of jobs onto pipelines.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/model_parts.h"
 #include "cluster/rt_internal.h"
@@ -32,6 +38,7 @@
 
 #define STAGE_CHECK_S 2.0    /* how often held jobs are checked against Redis */
 #define STAGE_SAMPLE_HDR 320 /* header bytes a sample costs at most, params aside */
+#define STAGE_SYNTH_SLICE_S 0.0002 /* --synthetic-ms: sleep slice between UCX progress */
 
 enum { PASS_COND = 0, PASS_UNCOND = 1 };
 
@@ -576,6 +583,22 @@ static void forward(sdc_rt_t *rt, stage_t *st, int n)
     sdc_rt_tb_free(&tb);
 }
 
+/* --synthetic-ms: waits until `deadline` (sdc_now() seconds), driving UCX,
+ * the heartbeat and finished sends in short slices. */
+static void synthetic_wait(sdc_rt_t *rt, double deadline)
+{
+    for (;;) {
+        sdc_rt_service(rt);
+        double left = deadline - sdc_now();
+        if (left <= 0)
+            return;
+        if (left > STAGE_SYNTH_SLICE_S)
+            left = STAGE_SYNTH_SLICE_S;
+        struct timespec ts = {0, (long)(left * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Runs this stage's blocks on each sample, one block at a time: the
  * engine's result does not depend on how a block range is split, and
  * between blocks the previous micro-batch's transfer and the heartbeat
@@ -584,10 +607,16 @@ static void forward(sdc_rt_t *rt, stage_t *st, int n)
 static int run_blocks(sdc_rt_t *rt, stage_t *st, int n)
 {
     int kept = 0;
+    const double synth_s = rt->o.synthetic_ms / 1000.0;
+    double deadline = sdc_now();
     for (int i = 0; i < n; i++) {
         sdc_error_t err = {0};
         sdc_status_t s = SDC_OK;
-        for (int b = st->begin; b < st->end && s == SDC_OK; b++) {
+        if (synth_s > 0) {
+            deadline += synth_s; /* per sample, not drifting with the slices */
+            synthetic_wait(rt, deadline);
+        }
+        for (int b = st->begin; synth_s <= 0 && b < st->end && s == SDC_OK; b++) {
             s = sdc_dit_run_blocks(st->dit, &st->samples[i], 1, b, b + 1, &err);
             sdc_rt_service(rt);
         }
@@ -622,7 +651,12 @@ static void finish_batch(sdc_rt_t *rt, stage_t *st, int n)
         stage_job_t *j = find_job(st, it->job_id);
         if (!j || j->attempt != it->meta.attempt || !accepts(j, it->meta.step, pass))
             continue;
-        sdc_status_t hs = sdc_dit_head(st->dit, &st->samples[i], j->pred[pass], &err);
+        sdc_status_t hs = SDC_OK;
+        if (rt->o.synthetic_ms > 0) /* a zero velocity: the latent stays put */
+            memset(j->pred[pass], 0,
+                   (size_t)(j->d.channels * j->d.h * j->d.w) * sizeof(*j->pred[pass]));
+        else
+            hs = sdc_dit_head(st->dit, &st->samples[i], j->pred[pass], &err);
         if (hs != SDC_OK)
             fail_job(rt, j, hs, err.msg);
         else
@@ -959,6 +993,9 @@ static sdc_status_t open_stage(sdc_rt_t *rt, void **state, sdc_error_t *err)
     st->dit = st->pipe->dit;
     SDC_INFO("%s: pipeline %s stage %d/%d, blocks [%d, %d)", rt->id, pl->name, st->stage,
              st->n_stages, st->begin, st->end);
+    if (rt->o.synthetic_ms > 0)
+        SDC_INFO("%s: synthetic DiT compute: %g ms per sample, zero velocity", rt->id,
+                 rt->o.synthetic_ms);
     return SDC_OK;
 }
 

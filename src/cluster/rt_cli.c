@@ -50,7 +50,18 @@ static void usage(const sdc_rt_opts_t *o, FILE *f)
 "                          through their registration in Redis\n");
     if (!coord)
         fprintf(f,
-"  -t, --threads N         CPU threads of the compute backend (default: all cores)\n");
+"  -t, --threads N         CPU threads of the compute backend (default: all cores)\n"
+"      --synthetic-ms MS   DiT stages, for benchmarks: replace the DiT compute by\n"
+"                          a sleep of MS milliseconds per sample (and step) that\n"
+"                          keeps UCX transfers moving. Stage 0 still embeds each\n"
+"                          sample (for the exact token count) and every stage\n"
+"                          sends real-size activations ((n_img + n_txt) x hidden\n"
+"                          float32 and temb), unchanged by its blocks. The last\n"
+"                          stage skips the head and takes a zero velocity as\n"
+"                          every pass's prediction, so the guider and the Euler\n"
+"                          update still run and leave the latent at its initial\n"
+"                          noise: the VAE decodes that. Jobs, steps and messages\n"
+"                          are as without the flag. Other roles ignore it\n");
     fprintf(f,
 "      --peer-timeout S    wait up to S seconds for peers to register (default 60)\n"
 "      --heartbeat-ttl S   TTL of the node's registration in Redis, refreshed\n"
@@ -115,7 +126,7 @@ int sdc_rt_parse_args(sdc_rt_opts_t *o, int argc, char **argv)
 {
     enum {
         OPT_MPI = 256, OPT_PEER_TIMEOUT, OPT_TTL, OPT_DRAIN, OPT_JOB_TIMEOUT, OPT_ATTEMPTS,
-        OPT_RECLAIM, OPT_BATCH, OPT_LOG_LEVEL
+        OPT_RECLAIM, OPT_BATCH, OPT_LOG_LEVEL, OPT_SYNTHETIC
     };
     static const struct option opts[] = {
         {"cluster", required_argument, 0, 'c'},
@@ -130,6 +141,7 @@ int sdc_rt_parse_args(sdc_rt_opts_t *o, int argc, char **argv)
         {"reclaim", required_argument, 0, OPT_RECLAIM},
         {"batch", no_argument, 0, OPT_BATCH},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
+        {"synthetic-ms", required_argument, 0, OPT_SYNTHETIC},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -161,6 +173,19 @@ int sdc_rt_parse_args(sdc_rt_opts_t *o, int argc, char **argv)
             rc = parse_seconds(o, "--reclaim", optarg, 1, 86400, &o->reclaim_ms);
             break;
         case OPT_BATCH: o->batch = 1; break;
+        case OPT_SYNTHETIC: {
+            char *end;
+            errno = 0;
+            double v = strtod(optarg, &end);
+            if (o->coordinator_only) {
+                fprintf(stderr, "%s: --synthetic-ms is for DiT stages (sdc-worker)\n", o->prog);
+                rc = 2;
+            } else if (errno || end == optarg || *end || !isfinite(v) || v <= 0 || v > 3600000)
+                rc = bad(o, "--synthetic-ms", optarg, "a number of milliseconds in (0, 3600000]");
+            else
+                o->synthetic_ms = v;
+            break;
+        }
         case OPT_LOG_LEVEL: {
             int lv = sdc_log_parse_level(optarg);
             if (lv < 0)

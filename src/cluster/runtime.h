@@ -29,6 +29,8 @@ typedef struct {
     int max_attempts;          /* coordinator: attempts before a job fails */
     int reclaim_ms;            /* coordinator: take over entries idle this long */
     int batch;                 /* coordinator: stop the cluster once the queue is empty */
+    double synthetic_ms;       /* DiT stages: > 0 replaces the DiT compute by a
+                                * sleep of this many ms per sample (benchmarks) */
 } sdc_rt_opts_t;
 
 void sdc_rt_opts_default(sdc_rt_opts_t *o);
