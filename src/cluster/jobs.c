@@ -6,9 +6,9 @@
  * the scripts as the list of states a target may be reached from) allows it.
  * Scripts run atomically, so the check and the writes (hash, event, result,
  * ack, dead letter) cannot interleave with another client's, and a script
- * repeated after a reconnect meets the state its first run left. Submit is a
- * WATCH/MULTI/EXEC because it must create the stream entry and the hash
- * together only when the id is new.
+ * repeated after a reconnect meets the state its first run left. Submit is
+ * one script too: it creates the hash, the stream entry and the first event
+ * together only when the id is new, in a single round trip.
  *
  * Not the coordinator: this file never decides to retry or place a job.
  */
@@ -643,6 +643,28 @@ static const sdc_redis_script_t script_release = {
     "return 0\n",
 };
 
+/* KEYS job, jobs stream, events. ARGV 1 job id, 2 params JSON, 3 steps,
+ * 4 now (ms, the submitter's clock), 5 events cap. A job hash that exists
+ * already is left alone: "same" when its params equal ARGV[2] (a repeated
+ * submit), "other" when they differ, "noparams" when it has none. Otherwise
+ * writes the hash, the stream entry and the first event: "added". */
+static const sdc_redis_script_t script_submit = {
+    "submit",
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  local p = redis.call('HGET', KEYS[1], 'params')\n"
+    "  if not p then return 'noparams' end\n"
+    "  if p == ARGV[2] then return 'same' end\n"
+    "  return 'other'\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', '1', 'step', '0', 'steps', ARGV[3],\n"
+    "           'params', ARGV[2], 'created_ms', ARGV[4], 'updated_ms', ARGV[4],\n"
+    "           'queued_ms', ARGV[4])\n"
+    "redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'attempt', '1', 'params', ARGV[2])\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'state', 'queued', 'attempt', '1',\n"
+    "           'step', '0', 'steps', ARGV[3], 'ts', ARGV[4])\n"
+    "return 'added'\n",
+};
+
 /* ---- queue --------------------------------------------------------------- */
 
 /* A string reply equal to s (binary-safe). */
@@ -718,15 +740,6 @@ sdc_status_t sdc_jobs_group_create(sdc_jobs_t *q, sdc_error_t *err)
 
 /* ---- submit ---------------------------------------------------------------- */
 
-typedef struct {
-    sdc_jobs_t *q;
-    const sdc_job_params_t *p;
-    const char *json;
-    size_t len;
-    job_keys_t *k;
-    int *existed;
-} submit_t;
-
 /* Leaves the connection without WATCH or MULTI state after a failure. */
 static void tx_reset(sdc_redis_t *r, int in_multi)
 {
@@ -751,103 +764,47 @@ static sdc_status_t expect_status(sdc_redis_t *r, const char *what, sdc_error_t 
     return st;
 }
 
-/* The job exists: the same params make this a repeat of an earlier submit. */
-static sdc_status_t submit_existing(submit_t *s, const redisReply *params, sdc_error_t *err)
-{
-    if (params->type != REDIS_REPLY_STRING)
-        return sdc_error_set(err, SDC_ERR_FORMAT, "job %s: hash exists without params",
-                             s->p->id);
-    if (params->len != s->len || memcmp(params->str, s->json, s->len) != 0)
-        return sdc_error_set(err, SDC_ERR_INVALID_ARG,
-                             "job %s: a job with this id exists with other params", s->p->id);
-    if (s->existed)
-        *s->existed = 1;
-    return SDC_OK;
-}
-
-static sdc_status_t submit_exec(submit_t *s, sdc_redis_t *r, int *conflict, sdc_error_t *err)
-{
-    const job_keys_t *k = s->k;
-    char ms[24];
-    snprintf(ms, sizeof(ms), "%" PRId64, wall_ms());
-    *conflict = 0;
-    sdc_status_t st = expect_status(r, "MULTI", err, "MULTI");
-    if (st != SDC_OK)
-        return st;
-    st = expect_status(r, "HSET (queued)", err,
-                       "HSET %s state queued attempt 1 step 0 steps %d params %b created_ms %s "
-                       "updated_ms %s queued_ms %s", k->job, s->p->steps, s->json, s->len, ms,
-                       ms, ms);
-    if (st == SDC_OK)
-        st = expect_status(r, "XADD (queued)", err, "XADD %s * id %s attempt 1 params %b",
-                           k->stream, s->p->id, s->json, s->len);
-    if (st == SDC_OK)
-        st = expect_status(r, "XADD (queued)", err,
-                           "XADD %s MAXLEN ~ %ld * state queued attempt 1 step 0 steps %d ts %s",
-                           k->events, s->q->events_maxlen, s->p->steps, ms);
-    if (st != SDC_OK) {
-        tx_reset(r, 1);
-        return st;
-    }
-    redisReply *rep;
-    if ((st = sdc_redis_command(r, &rep, err, "EXEC")) != SDC_OK)
-        return st;
-    if (rep->type == REDIS_REPLY_NIL) {
-        *conflict = 1; /* the watched hash changed: look again */
-    } else if ((st = sdc_redis_expect_array(rep, 3, "EXEC (submit)", err)) == SDC_OK) {
-        if ((st = sdc_redis_expect(rep->element[0], REDIS_REPLY_INTEGER, "HSET", err)) == SDC_OK &&
-            (st = sdc_redis_expect(rep->element[1], REDIS_REPLY_STRING, "XADD", err)) == SDC_OK)
-            st = sdc_redis_expect(rep->element[2], REDIS_REPLY_STRING, "XADD events", err);
-    }
-    sdc_redis_reply_free(rep);
-    return st;
-}
-
-static sdc_status_t submit_fn(sdc_redis_t *r, void *vctx, sdc_error_t *err)
-{
-    submit_t *s = vctx;
-    for (int round = 0; round < 8; round++) {
-        redisReply *rep;
-        sdc_status_t st = expect_status(r, "WATCH", err, "WATCH %s", s->k->job);
-        if (st != SDC_OK)
-            return st;
-        long long exists = 0;
-        if ((st = sdc_redis_command(r, &rep, err, "EXISTS %s", s->k->job)) == SDC_OK) {
-            st = sdc_redis_reply_int(rep, "EXISTS", &exists, err);
-            sdc_redis_reply_free(rep);
-        }
-        if (st == SDC_OK && exists &&
-            (st = sdc_redis_command(r, &rep, err, "HGET %s params", s->k->job)) == SDC_OK) {
-            st = submit_existing(s, rep, err);
-            sdc_redis_reply_free(rep);
-        }
-        if (st != SDC_OK || exists) {
-            tx_reset(r, 0);
-            return st;
-        }
-        int conflict;
-        if ((st = submit_exec(s, r, &conflict, err)) != SDC_OK || !conflict)
-            return st;
-    }
-    return sdc_error_set(err, SDC_ERR_IO, "job %s: submit kept meeting concurrent writes",
-                         s->p->id);
-}
-
+/* One round trip: script_submit checks and writes atomically. */
 sdc_status_t sdc_job_submit(sdc_jobs_t *q, const sdc_job_params_t *p, int *existed,
                             sdc_error_t *err)
 {
     job_keys_t k;
     char *json;
     size_t len;
+    char ms[24], steps[16], cap[24];
     if (existed)
         *existed = 0;
     sdc_status_t st = sdc_job_params_to_json(p, &json, &len, err);
     if (st != SDC_OK)
         return st;
-    if ((st = job_keys(q, p->id, &k, err)) == SDC_OK) {
-        submit_t s = {q, p, json, len, &k, existed};
-        st = sdc_redis_retry(q->r, submit_fn, &s, err);
+    if ((st = job_keys(q, p->id, &k, err)) != SDC_OK)
+        goto out;
+    snprintf(ms, sizeof(ms), "%" PRId64, wall_ms());
+    snprintf(steps, sizeof(steps), "%d", p->steps);
+    snprintf(cap, sizeof(cap), "%ld", q->events_maxlen);
+    const char *keys[] = {k.job, k.stream, k.events};
+    size_t klen[] = {strlen(k.job), strlen(k.stream), strlen(k.events)};
+    const char *args[] = {p->id, json, steps, ms, cap};
+    size_t alen[] = {strlen(p->id), len, strlen(steps), strlen(ms), strlen(cap)};
+    redisReply *rep;
+    st = sdc_redis_eval(q->r, &script_submit, 3, keys, klen, 5, args, alen, &rep, err);
+    if (st != SDC_OK)
+        goto out;
+    if ((st = sdc_redis_expect(rep, REDIS_REPLY_STRING, "submit script", err)) != SDC_OK) {
+        /* st set */
+    } else if (reply_is(rep, "same")) {
+        if (existed)
+            *existed = 1;
+    } else if (reply_is(rep, "other")) {
+        st = sdc_error_set(err, SDC_ERR_INVALID_ARG,
+                           "job %s: a job with this id exists with other params", p->id);
+    } else if (reply_is(rep, "noparams")) {
+        st = sdc_error_set(err, SDC_ERR_FORMAT, "job %s: hash exists without params", p->id);
+    } else if (!reply_is(rep, "added")) {
+        st = sdc_error_set(err, SDC_ERR_FORMAT, "submit: unknown verdict '%.32s'", rep->str);
     }
+    sdc_redis_reply_free(rep);
+out:
     free(json);
     return st;
 }

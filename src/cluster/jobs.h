@@ -142,8 +142,8 @@ sdc_status_t sdc_jobs_init(sdc_jobs_t *q, sdc_redis_t *r, const sdc_jobs_opts_t 
 /* XGROUP CREATE ... 0 MKSTREAM; an existing group is fine. */
 sdc_status_t sdc_jobs_group_create(sdc_jobs_t *q, sdc_error_t *err);
 
-/* Validates p, then in one WATCH/MULTI/EXEC: the job hash (state queued,
- * attempt 1), the stream entry and the first event. A job with this id and the
+/* Validates p, then in one Lua script (one round trip): the job hash (state
+ * queued, attempt 1), the stream entry and the first event. A job with this id and the
  * same params already there is SDC_OK with *existed = 1 (a retried submit);
  * with other params it is SDC_ERR_INVALID_ARG. existed may be NULL. */
 sdc_status_t sdc_job_submit(sdc_jobs_t *q, const sdc_job_params_t *p, int *existed,
