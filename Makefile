@@ -6,6 +6,7 @@
 #   make demo       deps + build + generate images into demo-out/
 #   make bench      benchmarks (results under bench/results/)
 #   make clean
+#   make CUDA=0     build without the CUDA backend (default: on when nvcc is found)
 
 CC      ?= cc
 SANITIZE ?= 0
@@ -23,7 +24,26 @@ CFLAGS  ?= $(OPT) -g
 GEN     := $(BUILD)/gen
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -pthread -Isrc -I$(GEN) $(SANFLAGS)
 LDFLAGS += -fopenmp -pthread $(SANFLAGS)
-LDLIBS  += -lucp -lucs -lhiredis -lprotobuf-c -lopenblas -lpng -lcjson -lpcre2-8 -lutf8proc -lm
+LDLIBS  += -lucp -lucs -lhiredis -lprotobuf-c -lpng -ljpeg -lcjson -lpcre2-8 -lutf8proc -lm
+
+# The CUDA backend (src/backend/*.cu) is built when nvcc is found: on PATH or
+# in /usr/local/cuda. ASan builds leave it out by default (the CUDA runtime
+# needs ASAN_OPTIONS=protect_shadow_gap=0 under ASan); CUDA=1 forces it,
+# with the nvcc objects un-sanitized.
+ifeq ($(SANITIZE),1)
+CUDA    ?= 0
+else
+CUDA    ?= auto
+endif
+NVCC    ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+ifeq ($(CUDA),auto)
+override CUDA := $(if $(NVCC),1,0)
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+# sm_90 (H100) code, plus PTX that newer GPUs compile at load time.
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVFLAGS ?= -O3 -g
+NVFLAGS += -std=c++20 $(CUDA_ARCH) -Isrc -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
 
 LIB_SRC := $(wildcard src/common/*.c) $(wildcard src/backend/*.c) $(wildcard src/model/*.c) \
            $(wildcard src/cluster/*.c)
@@ -32,6 +52,15 @@ PROTOS  := $(wildcard proto/*.proto)
 PROTO_C := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.c)
 PROTO_H := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.h)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but no nvcc on PATH or in /usr/local/cuda/bin: set NVCC=..., or CUDA=0)
+endif
+CU_SRC  := $(wildcard src/backend/*.cu)
+LIB_OBJ += $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+LDFLAGS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64
+LDLIBS  += -lcublasLt -lcublas -lcudart -lstdc++
+endif
 LIB     := $(BUILD)/libsdc.a
 
 TOOLS   := $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
@@ -39,9 +68,12 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNITS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+# GPU tests: built always, run by tests/gpu/run.sh only (not by make test).
+GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
+GPU_TESTS := $(patsubst tests/gpu/%.c,$(BUILD)/tests-gpu/%,$(GPU_TEST_SRC))
 
 .PHONY: all deps test unit asan bench demo clean
-all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES)
+all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES) $(GPU_TESTS)
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	@mkdir -p $(GEN)
@@ -51,10 +83,26 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -MMD -MP -c $< -o $@
 
+# JPEG input (img2img) through libjpeg.
+$(BUILD)/obj/src/common/jpeg.o: CFLAGS += -DSDC_HAVE_JPEG
+
 # Every object may include generated headers: generate them first.
 $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
+
+# backend.c registers the CUDA backend only when it is built: recompile it
+# whenever CUDA changes (the stamp's name carries the setting).
+$(BUILD)/obj/src/backend/backend.o: CFLAGS += $(if $(filter 1,$(CUDA)),-DSDC_HAVE_CUDA)
+$(BUILD)/obj/src/backend/backend.o: $(BUILD)/.cuda-$(CUDA)
+$(BUILD)/.cuda-%:
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/.cuda-*
+	@touch $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -65,6 +113,10 @@ $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests-gpu/%: $(BUILD)/obj/tests/gpu/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
@@ -96,4 +148,5 @@ bench: deps
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(UNITS:$(BUILD)/tests/%=$(BUILD)/obj/tests/unit/%.d) $(TOOLS:$(BUILD)/bin/%=$(BUILD)/obj/tools/%.d)
+-include $(LIB_OBJ:.o=.d) $(UNITS:$(BUILD)/tests/%=$(BUILD)/obj/tests/unit/%.d) $(TOOLS:$(BUILD)/bin/%=$(BUILD)/obj/tools/%.d) \
+         $(GPU_TESTS:$(BUILD)/tests-gpu/%=$(BUILD)/obj/tests/gpu/%.d)

@@ -2,7 +2,7 @@
 # Installs the Debian packages sdc needs to build and test, only those that
 # are missing. Needs root (or sudo) the first time; a no-op afterwards.
 set -euo pipefail
-PKGS=(build-essential pkg-config libopenblas-dev libpng-dev libcjson-dev libpcre2-dev libutf8proc-dev
+PKGS=(build-essential pkg-config libpng-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev
       libucx-dev ucx-utils libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
       libopenmpi-dev openmpi-bin redis-server libmicrohttpd-dev)
 missing=()

@@ -1,7 +1,7 @@
 /*
  * backend.c: picks a compute backend by name. Each backend lives in its own
- * file behind backend.h (backend_cpu.c, later backend_cuda.cu); this file
- * only knows their names and constructors.
+ * file behind backend.h (backend_cpu.c, backend_cuda.cu when the build has
+ * CUDA); this file only knows their names and constructors.
  */
 #include "backend.h"
 
@@ -10,6 +10,7 @@
 typedef sdc_status_t (*backend_create_fn)(const sdc_backend_config_t *cfg, sdc_backend_t **out,
                                           sdc_error_t *err);
 
+#ifndef SDC_HAVE_CUDA
 static sdc_status_t cuda_unavailable(const sdc_backend_config_t *cfg, sdc_backend_t **out,
                                      sdc_error_t *err)
 {
@@ -18,13 +19,18 @@ static sdc_status_t cuda_unavailable(const sdc_backend_config_t *cfg, sdc_backen
     return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
                          "backend \"cuda\": this build has no CUDA support; use \"cpu\"");
 }
+#endif
 
 static const struct {
     const char *name;
     backend_create_fn create;
 } backends[] = {
     {"cpu", sdc_backend_cpu_create},
+#ifdef SDC_HAVE_CUDA
+    {"cuda", sdc_backend_cuda_create},
+#else
     {"cuda", cuda_unavailable},
+#endif
 };
 
 sdc_status_t sdc_backend_create(const sdc_backend_config_t *cfg, sdc_backend_t **out,

@@ -139,5 +139,10 @@ void sdc_backend_destroy(sdc_backend_t *be);
 
 sdc_status_t sdc_backend_cpu_create(const sdc_backend_config_t *cfg, sdc_backend_t **out,
                                     sdc_error_t *err);
+/* Defined only in builds with CUDA (SDC_HAVE_CUDA, backend_cuda.cu); fails
+ * with SDC_ERR_UNSUPPORTED "no CUDA device" on a machine without a GPU.
+ * SDC_CUDA_TF32=1 in the environment lets linear and conv2d use TF32. */
+sdc_status_t sdc_backend_cuda_create(const sdc_backend_config_t *cfg, sdc_backend_t **out,
+                                     sdc_error_t *err);
 
 #endif
