@@ -285,7 +285,8 @@ int main(int argc, char **argv)
     double guidance = NAN;
     uint64_t seed = 0;
     int trim = 1, quiet = 0;
-    enum { OPT_NO_TRIM = 256, OPT_LATENT_OUT, OPT_BACKEND, OPT_LOG_LEVEL, OPT_PROMPT_FILE, OPT_DUMP };
+    enum { OPT_NO_TRIM = 256, OPT_LATENT_OUT, OPT_BACKEND, OPT_LOG_LEVEL, OPT_PROMPT_FILE,
+           OPT_DUMP };
     /* Image-to-image. */
     enum { OPT_INIT_IMAGE = 512, OPT_STRENGTH };
     const char *init_path = NULL;

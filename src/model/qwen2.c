@@ -391,9 +391,9 @@ sdc_status_t sdc_qwen2_forward(sdc_qwen2_t *m, const int32_t *ids, int64_t L, fl
     if (L > QWEN2_MAX_TOKENS)
         return sdc_error_set(err, SDC_ERR_RANGE, "Qwen2: %lld tokens is too many (max %d)",
                              (long long)L, QWEN2_MAX_TOKENS);
-    const int64_t sizes[] = {L * D,   L * D,   L * Dq,  L * Dkv, L * Dkv, L * Dq, L * Dkv,
-                             L * Dq,  L * I,   L * I,   L * L,   L * Dh,  L * Dh,
-                             sdc_text_attention_scratch(L, Dh)};
+    const int64_t scratch = sdc_text_attention_scratch(L, c->num_heads, c->num_kv_heads, Dh, 0);
+    const int64_t sizes[] = {L * D,  L * D, L * Dq, L * Dkv, L * Dkv, L * Dq, L * Dkv,
+                             L * Dq, L * I, L * I,  L * L,   L * Dh,  L * Dh, scratch};
     float **bufs[] = {&b.x,   &b.xn, &b.q,    &b.k,   &b.v,   &b.qr,  &b.kr,
                       &b.att, &b.gate, &b.up, &b.mask, &b.cos, &b.sin, &b.scratch};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {

@@ -483,7 +483,8 @@ static sdc_status_t load_layer(sdc_t5_t *m, int64_t i, sdc_error_t *err)
         {"0.SelfAttention.v.weight", &L->v, 2, s_qkv},
         {"0.SelfAttention.o.weight", &L->o, 2, s_o},
         {"1.layer_norm.weight", &L->ln1, 1, s_d},
-        {c->gated ? "1.DenseReluDense.wi_0.weight" : "1.DenseReluDense.wi.weight", &L->wi0, 2, s_wi},
+        {c->gated ? "1.DenseReluDense.wi_0.weight" : "1.DenseReluDense.wi.weight", &L->wi0, 2,
+         s_wi},
         {c->gated ? "1.DenseReluDense.wi_1.weight" : NULL, &L->wi1, 2, s_wi},
         {"1.DenseReluDense.wo.weight", &L->wo, 2, s_wo},
     };
@@ -649,7 +650,7 @@ sdc_status_t sdc_t5_encode(sdc_t5_t *m, const int32_t *ids, int64_t n, float *ou
                              (long long)n, T5_MAX_TOKENS);
     const int64_t sizes[] = {n * d, n * d, n * inner, n * inner, n * inner, n * inner,
                              n * c->d_ff, n * c->d_ff, H * n * n,
-                             sdc_text_attention_scratch(n, c->d_kv)};
+                             sdc_text_attention_scratch(n, H, H, c->d_kv, 1)};
     float **bufs[] = {&b.x, &b.xn, &b.q, &b.k, &b.v, &b.att, &b.ff0, &b.ff1, &b.bias, &b.scratch};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
         *bufs[i] = be->ops->alloc(be, (size_t)sizes[i] * sizeof(float));

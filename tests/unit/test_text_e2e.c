@@ -80,7 +80,8 @@ static void run_case(const cJSON *c)
     double worst_latent = INFINITY;
     float *pc = NULL, *pu = NULL, *noise = NULL;
     size_t plen, nlen;
-    char *prompt = text_hex(c, "prompt_hex", &plen), *negp = text_hex(c, "negative_prompt_hex", &nlen);
+    char *prompt = text_hex(c, "prompt_hex", &plen);
+    char *negp = text_hex(c, "negative_prompt_hex", &nlen);
     sdc_backend_config_t bc = {.name = "cpu", .n_threads = 0};
     sdc_backend_t *be = NULL;
     CHECK(sdc_backend_create(&bc, &be, &err) == SDC_OK);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "fault_be.h"
 #include "golden.h"
 #include "text_golden.h"
 
@@ -24,6 +25,7 @@
 #include "model/glyph.h"
 #include "model/qwen2.h"
 #include "model/t5.h"
+#include "model/text_attention.h"
 #include "model/text_encoder.h"
 
 #define MODEL "tiny-hunyuanimage-text"
@@ -458,7 +460,8 @@ static void test_name_layouts(void)
 /* Same prompt twice, and with 1 thread vs all: the same bits. */
 static void test_bit_identical(void)
 {
-    static const char prompt[] = "Poster with \"SALE\" and \xe2\x80\x9c\xe9\x99\x90\xe6\x97\xb6\xe2\x80\x9d";
+    static const char prompt[] =
+        "Poster with \"SALE\" and \xe2\x80\x9c\xe9\x99\x90\xe6\x97\xb6\xe2\x80\x9d";
     sdc_error_t err = {0};
     sdc_embeds_part_t p[3];
     sdc_backend_t *be1 = make_backend(1), *be0 = make_backend(0);
@@ -503,8 +506,8 @@ static int make_variant(char *tmp, const char *skip, const char *index_sed)
         if (symlink(abs, dst) != 0) return -1;
     }
     model_path(src, sizeof(src), "model_index.json");
-    snprintf(cmd, sizeof(cmd), "sed -e '%s' '%s' > '%s/model_index.json'", index_sed ? index_sed : "",
-             src, tmp);
+    snprintf(cmd, sizeof(cmd), "sed -e '%s' '%s' > '%s/model_index.json'",
+             index_sed ? index_sed : "", src, tmp);
     return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -570,15 +573,123 @@ static void test_open_errors(void)
     CHECK(system(cmd) == 0);
 }
 
+/* sdc_text_attention against a double-precision reference on sampled query
+ * rows: grouped-query heads, a shared causal bias and per-head biases, and
+ * a length whose scores do not fit one chunk (several chunks of heads). */
+static void check_attention(int64_t L, int64_t H, int64_t Hkv, int64_t Dh, int per_head,
+                            long row_step)
+{
+    sdc_backend_t *be = make_backend(0);
+    const int64_t ld = H * Dh + 3, ldkv = Hkv * Dh + 1, ldo = H * Dh + 5;
+    float *q = malloc((size_t)(L * ld) * 4), *k = malloc((size_t)(L * ldkv) * 4);
+    float *v = malloc((size_t)(L * ldkv) * 4), *o = malloc((size_t)(L * ldo) * 4);
+    float *bias = malloc((size_t)((per_head ? H : 1) * L * L) * 4);
+    float *scr = malloc((size_t)sdc_text_attention_scratch(L, H, Hkv, Dh, per_head) * 4);
+    uint64_t r = 12345;
+#define RND() ((r = r * 6364136223846793005ull + 1442695040888963407ull), \
+               ((double)(r >> 11) / 9007199254740992.0 - 0.5))
+    for (int64_t i = 0; i < L * ld; i++) q[i] = (float)RND();
+    for (int64_t i = 0; i < L * ldkv; i++) k[i] = (float)RND(), v[i] = (float)RND();
+    for (int64_t h = 0; h < (per_head ? H : 1); h++)
+        for (int64_t i = 0; i < L; i++)
+            for (int64_t j = 0; j < L; j++)
+                bias[(h * L + i) * L + j] = per_head ? (float)RND() : (j <= i ? 0.0f : -INFINITY);
+#undef RND
+    const float scale = 0.35f;
+    sdc_text_attention(be, o, ldo, q, ld, k, ldkv, v, ldkv, L, H, Hkv, Dh, scale, bias, per_head,
+                       scr);
+    double worst = 0;
+    double *p = malloc((size_t)L * sizeof(double));
+    for (int64_t h = 0; h < H; h++) {
+        int64_t g = h / (H / Hkv);
+        const float *b = bias + (per_head ? h * L * L : 0);
+        for (int64_t i = 0; i < L; i += row_step) {
+            double m = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < L; j++) {
+                double d = 0;
+                for (int64_t e = 0; e < Dh; e++)
+                    d += (double)q[i * ld + h * Dh + e] * k[j * ldkv + g * Dh + e];
+                p[j] = d * scale + b[i * L + j];
+                if (p[j] > m) m = p[j];
+            }
+            for (int64_t j = 0; j < L; j++) sum += (p[j] = exp(p[j] - m));
+            for (int64_t e = 0; e < Dh; e++) {
+                double acc = 0;
+                for (int64_t j = 0; j < L; j++) acc += p[j] * v[j * ldkv + g * Dh + e];
+                double diff = fabs(acc / sum - o[i * ldo + h * Dh + e]);
+                if (diff > worst) worst = diff;
+            }
+        }
+    }
+    CHECK_MSG(worst < 1e-5, "L %lld H %lld Hkv %lld: worst |diff| %.3g", (long long)L,
+              (long long)H, (long long)Hkv, worst);
+    free(p);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(bias);
+    free(scr);
+    sdc_backend_destroy(be);
+}
+
+static void test_attention_reference(void)
+{
+    check_attention(37, 6, 2, 8, 0, 1);
+    check_attention(37, 6, 6, 8, 1, 1);
+    check_attention(3, 4, 1, 4, 0, 1);
+    /* 8 heads x 2048^2 scores exceed one chunk: two chunks of heads. */
+    check_attention(2048, 8, 4, 4, 0, 97);
+}
+
+/* Every device allocation of opening and encoding fails once in turn:
+ * each failure is an out-of-memory error, never a crash, and nothing stays
+ * allocated once the encoder is freed. */
+static void test_alloc_failures(void)
+{
+    static const char prompt[] = "A sign that says \"OPEN\"";
+    char dir[1024];
+    sdc_backend_t *real = make_backend(1);
+    model_path(dir, sizeof(dir), NULL);
+    int done = 0, failures = 0;
+    for (long k = 0; k < 1000 && !done && real; k++) {
+        fault_be_t fb;
+        sdc_error_t err = {0};
+        sdc_text_encoder_t *te = NULL;
+        sdc_embeds_part_t p;
+        fault_init(&fb, real);
+        fb.fail_at = k;
+        sdc_status_t st = sdc_text_encoder_open(&te, &fb.be, dir, DIM, DIM_2, &err);
+        if (st == SDC_OK)
+            st = sdc_text_encoder_encode(te, prompt, sizeof(prompt) - 1, &p, NULL, &err);
+        if (st == SDC_OK) {
+            done = fb.n_allocs <= k;
+            free(p.embeds);
+            free(p.mask);
+            free(p.embeds_2);
+            free(p.mask_2);
+        } else {
+            CHECK_MSG(st == SDC_ERR_NOMEM, "allocation %ld: status %d: %s", k, (int)st, err.msg);
+            failures++;
+        }
+        sdc_text_encoder_free(te);
+        CHECK_MSG(fb.live == 0, "allocation %ld: %zu bytes left", k, fb.live);
+    }
+    CHECK(done && failures > 20);
+    if (real) sdc_backend_destroy(real);
+}
+
 int main(void)
 {
     RUN(test_golden_prompts);
     RUN(test_llm_hidden_states);
     RUN(test_t5_buckets);
+    RUN(test_attention_reference);
     RUN(test_t5_forward);
     RUN(test_byt5_tokenizer_rules);
     RUN(test_name_layouts);
     RUN(test_bit_identical);
     RUN(test_open_errors);
+    RUN(test_alloc_failures);
     TEST_EXIT();
 }
