@@ -247,3 +247,9 @@ echo "wrote $OUT"
 
 # Cluster benchmarks: coordinator overhead and pipeline efficiency (bench/cluster.sh).
 bench/cluster.sh all || echo "bench: a cluster benchmark did not run (see above)"
+
+# Text side and transport: tokenizer vs HF tokenizers, LLM encoder vs
+# transformers, UCX path vs ucx_perftest.
+bench/run_tokenizer.sh || echo "bench: the tokenizer benchmark did not run (see above)"
+bench/run_llm.sh || echo "bench: the LLM encoder benchmark did not run (see above)"
+bench/transport.sh || echo "bench: the transport benchmark did not run (see above)"
