@@ -12,23 +12,7 @@ GEN="$BIN/sdc-generate"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
-
-# expect NAME STATUS PATTERN -- command...: exit status and a stderr pattern.
-expect() {
-    local name=$1 want=$2 pat=$3
-    shift 4
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    if [ "$rc" -ne "$want" ]; then
-        fail "$name" "exit $rc, want $want; stderr: $(head -c 300 "$T/err")"
-    elif [ -n "$pat" ] && ! grep -qE -- "$pat" "$T/err"; then
-        fail "$name" "stderr lacks /$pat/: $(head -c 300 "$T/err")"
-    else
-        pass "$name"
-    fi
-}
+. "$(dirname "$0")/../lib/expect.sh"
 
 # same NAME FILE1 FILE2 / differ NAME FILE1 FILE2
 same() { if cmp -s "$2" "$3"; then pass "$1"; else fail "$1" "$2 and $3 differ"; fi; }
