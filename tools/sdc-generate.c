@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "backend/backend.h"
 #include "common/image.h"
 #include "common/log.h"
@@ -27,6 +28,7 @@
 #include "model/pipeline.h"
 #include "model/text_encoder.h"
 
+#define PROG "sdc-generate"
 #define EXIT_USAGE 2
 /* --prompt-file: far beyond any useful prompt (the text encoder keeps 1000
  * tokens), small enough to read into memory. */
@@ -91,45 +93,8 @@ static void usage(FILE *f)
 "Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.\n");
 }
 
-static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "sdc-generate: %s: '%s' is not an integer in %ld..%ld\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
-static int parse_u64(const char *flag, const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (*s == '-' || *s == '\0') goto bad;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end != '\0') goto bad;
-    *out = v;
-    return 0;
-bad:
-    fprintf(stderr, "sdc-generate: %s: '%s' is not an integer in 0..2^64-1\n", flag, s);
-    return -1;
-}
 
-static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "sdc-generate: %s: '%s' is not a number in %g..%g\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
 typedef struct {
     int tty;
@@ -322,14 +287,14 @@ int main(int argc, char **argv)
         case OPT_PROMPT_FILE: prompt_file = optarg; break;
         case OPT_DUMP: dump_path = optarg; break;
         case OPT_INIT_IMAGE: init_path = optarg; break;
-        case OPT_STRENGTH: if (parse_double("--strength", optarg, 0.0, 1.0, &strength)) return EXIT_USAGE; break;
+        case OPT_STRENGTH: if (sdc_cli_parse_double(PROG, "--strength", optarg, 0.0, 1.0, &strength)) return EXIT_USAGE; break;
         case 'o': out = optarg; break;
-        case 'W': if (parse_long("--width", optarg, 1, SDC_MAX_IMAGE_SIDE, &width)) return EXIT_USAGE; break;
-        case 'H': if (parse_long("--height", optarg, 1, SDC_MAX_IMAGE_SIDE, &height)) return EXIT_USAGE; break;
-        case 's': if (parse_long("--steps", optarg, 1, 1000, &steps)) return EXIT_USAGE; break;
-        case 'g': if (parse_double("--guidance", optarg, 0.0, 100.0, &guidance)) return EXIT_USAGE; break;
-        case 'S': if (parse_u64("--seed", optarg, &seed)) return EXIT_USAGE; break;
-        case 't': if (parse_long("--threads", optarg, 0, 1024, &threads)) return EXIT_USAGE; break;
+        case 'W': if (sdc_cli_parse_long(PROG, "--width", optarg, 1, SDC_MAX_IMAGE_SIDE, &width)) return EXIT_USAGE; break;
+        case 'H': if (sdc_cli_parse_long(PROG, "--height", optarg, 1, SDC_MAX_IMAGE_SIDE, &height)) return EXIT_USAGE; break;
+        case 's': if (sdc_cli_parse_long(PROG, "--steps", optarg, 1, 1000, &steps)) return EXIT_USAGE; break;
+        case 'g': if (sdc_cli_parse_double(PROG, "--guidance", optarg, 0.0, 100.0, &guidance)) return EXIT_USAGE; break;
+        case 'S': if (sdc_cli_parse_u64(PROG, "--seed", optarg, &seed)) return EXIT_USAGE; break;
+        case 't': if (sdc_cli_parse_long(PROG, "--threads", optarg, 0, 1024, &threads)) return EXIT_USAGE; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case OPT_NO_TRIM: trim = 0; break;

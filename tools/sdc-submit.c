@@ -21,12 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "cluster/jobs.h"
 #include "cluster/redis.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/timer.h"
 
+#define PROG "sdc-submit"
 #define EXIT_USAGE 2
 #define EXIT_TIMEOUT 3
 #define EXIT_INTERRUPTED 130
@@ -128,45 +130,8 @@ typedef struct {
     int quiet;
 } cli_t;
 
-static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "sdc-submit: %s: '%s' is not an integer in %ld..%ld\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
-static int parse_u64(const char *flag, const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (*s == '-' || *s == '\0') goto bad;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end != '\0') goto bad;
-    *out = v;
-    return 0;
-bad:
-    fprintf(stderr, "sdc-submit: %s: '%s' is not an integer in 0..2^64-1\n", flag, s);
-    return -1;
-}
 
-static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "sdc-submit: %s: '%s' is not a number in %g..%g\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
 /* Returns -1 to continue, else the exit status. */
 static int parse_args(int argc, char **argv, cli_t *c)
@@ -195,12 +160,12 @@ static int parse_args(int argc, char **argv, cli_t *c)
         case 'o': c->out = optarg; break; /* argv is writable */
         case 'r': c->url = optarg; break;
         case OPT_PREFIX: c->prefix = optarg; break;
-        case 'W': if (parse_long("--width", optarg, 1, SDC_JOB_SIDE_MAX, &c->width)) return EXIT_USAGE; break;
-        case 'H': if (parse_long("--height", optarg, 1, SDC_JOB_SIDE_MAX, &c->height)) return EXIT_USAGE; break;
-        case 's': if (parse_long("--steps", optarg, 1, SDC_JOB_STEPS_MAX, &c->steps)) return EXIT_USAGE; break;
-        case 'S': if (parse_u64("--seed", optarg, &c->seed)) return EXIT_USAGE; break;
+        case 'W': if (sdc_cli_parse_long(PROG, "--width", optarg, 1, SDC_JOB_SIDE_MAX, &c->width)) return EXIT_USAGE; break;
+        case 'H': if (sdc_cli_parse_long(PROG, "--height", optarg, 1, SDC_JOB_SIDE_MAX, &c->height)) return EXIT_USAGE; break;
+        case 's': if (sdc_cli_parse_long(PROG, "--steps", optarg, 1, SDC_JOB_STEPS_MAX, &c->steps)) return EXIT_USAGE; break;
+        case 'S': if (sdc_cli_parse_u64(PROG, "--seed", optarg, &c->seed)) return EXIT_USAGE; break;
         case 'g':
-            if (parse_double("--guidance", optarg, 0.0, SDC_JOB_GUIDANCE_MAX, &c->guidance))
+            if (sdc_cli_parse_double(PROG, "--guidance", optarg, 0.0, SDC_JOB_GUIDANCE_MAX, &c->guidance))
                 return EXIT_USAGE;
             c->has_guidance = 1;
             break;
@@ -209,8 +174,8 @@ static int parse_args(int argc, char **argv, cli_t *c)
         case OPT_NO_TRIM: c->trim_text = 0; break;
         case OPT_NO_CHECK: c->check_embeds = 0; break;
         case 'w': c->wait = 1; break;
-        case 'T': if (parse_double("--timeout", optarg, 0.001, 1e9, &c->timeout_s)) return EXIT_USAGE; break;
-        case OPT_POLL: if (parse_long("--poll-ms", optarg, 10, 60000, &c->poll_ms)) return EXIT_USAGE; break;
+        case 'T': if (sdc_cli_parse_double(PROG, "--timeout", optarg, 0.001, 1e9, &c->timeout_s)) return EXIT_USAGE; break;
+        case OPT_POLL: if (sdc_cli_parse_long(PROG, "--poll-ms", optarg, 10, 60000, &c->poll_ms)) return EXIT_USAGE; break;
         case 'q': c->quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case OPT_LOG_LEVEL: {
