@@ -919,11 +919,7 @@ static void peer_failed(sdc_rt_t *rt, void *state, int node)
         sdc_rt_job_lost(rt, j->id, j->attempt, why);
         j->dead = 1;
     }
-    while (st->q_head) {
-        sdc_rt_msg_t *m = st->q_head;
-        st->q_head = m->next;
-        sdc_rt_msg_free(m);
-    }
+    sdc_rt_msg_list_free(&st->q_head);
     st->q_tail = NULL;
     sweep(st);
 }
@@ -1005,11 +1001,7 @@ static void close_stage(sdc_rt_t *rt, void *state)
     stage_t *st = state;
     for (int i = 0; i < st->n_jobs; i++)
         job_free(st->jobs[i]);
-    while (st->q_head) {
-        sdc_rt_msg_t *m = st->q_head;
-        st->q_head = m->next;
-        sdc_rt_msg_free(m);
-    }
+    sdc_rt_msg_list_free(&st->q_head);
     free(st->jobs);
     free(st->tasks);
     free(st->items);

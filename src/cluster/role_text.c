@@ -277,11 +277,7 @@ static void close_te(sdc_rt_t *rt, void *state)
 {
     (void)rt;
     te_t *te = state;
-    while (te->q_head) {
-        sdc_rt_msg_t *m = te->q_head;
-        te->q_head = m->next;
-        sdc_rt_msg_free(m);
-    }
+    sdc_rt_msg_list_free(&te->q_head);
     sdc_text_encoder_free(te->enc);
     sdc_pipeline_free(te->pipe);
     free(te);

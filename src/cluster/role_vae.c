@@ -166,11 +166,7 @@ static void close_vae(sdc_rt_t *rt, void *state)
 {
     (void)rt;
     vae_t *v = state;
-    while (v->q_head) {
-        sdc_rt_msg_t *m = v->q_head;
-        v->q_head = m->next;
-        sdc_rt_msg_free(m);
-    }
+    sdc_rt_msg_list_free(&v->q_head);
     sdc_pipeline_free(v->pipe);
     free(v);
 }

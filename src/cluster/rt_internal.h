@@ -45,6 +45,8 @@ typedef struct sdc_rt_msg {
 } sdc_rt_msg_t;
 
 void sdc_rt_msg_free(sdc_rt_msg_t *m);
+/* Frees a whole queue of messages and leaves *head NULL. */
+void sdc_rt_msg_list_free(sdc_rt_msg_t **head);
 
 /* What a role implements; one static table per role. */
 typedef struct {

@@ -132,6 +132,15 @@ void sdc_rt_msg_free(sdc_rt_msg_t *m)
     free(m);
 }
 
+void sdc_rt_msg_list_free(sdc_rt_msg_t **head)
+{
+    while (*head) {
+        sdc_rt_msg_t *m = *head;
+        *head = m->next;
+        sdc_rt_msg_free(m);
+    }
+}
+
 static void handle_shutdown(sdc_rt_t *rt, sdc_rt_msg_t *m)
 {
     const char *from = m->w.env->sender;
