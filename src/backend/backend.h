@@ -58,6 +58,15 @@ typedef struct {
     void (*linear)(sdc_backend_t *be, float *y, int64_t ldy, const float *x, int64_t ldx,
                    const float *w, const float *b, int64_t M, int64_t K, int64_t N);
 
+    /* Linear weights in the backend's own layout, made once at load time.
+     * linear_pack returns a buffer from ->alloc (free it with ->free)
+     * holding w (N x K) packed, or NULL when out of memory; linear_packed
+     * then computes exactly what linear computes with w, bit for bit.
+     * Both are NULL on a backend whose linear reads w as it is. */
+    float *(*linear_pack)(sdc_backend_t *be, const float *w, int64_t N, int64_t K);
+    void (*linear_packed)(sdc_backend_t *be, float *y, int64_t ldy, const float *x, int64_t ldx,
+                          const float *wp, const float *b, int64_t M, int64_t K, int64_t N);
+
     /* y = (x - mean) / sqrt(var + eps) * (gamma ? gamma : 1) + (beta ? beta : 0),
      * over the last dim (biased variance, like torch). y may equal x. */
     void (*layer_norm)(sdc_backend_t *be, float *y, const float *x, const float *gamma,
@@ -119,11 +128,29 @@ typedef struct {
     void (*softmax)(sdc_backend_t *be, float *x, int64_t rows, int64_t dim);
 } sdc_backend_ops_t;
 
+/* A linear layer's weight as the model holds it: as stored (N x K), or
+ * packed by ->linear_pack (sdc_weights_load_linear decides). */
+typedef struct {
+    float *w;
+    int packed;
+} sdc_linear_w_t;
+
 struct sdc_backend {
     const sdc_backend_ops_t *ops;
     void *impl;      /* backend-private state */
     int n_threads;   /* CPU threads used by the backend */
 };
+
+/* y = x w^T + b through whichever form w is in. */
+static inline void sdc_be_linear(sdc_backend_t *be, float *y, int64_t ldy, const float *x,
+                                 int64_t ldx, const sdc_linear_w_t *w, const float *b, int64_t M,
+                                 int64_t K, int64_t N)
+{
+    if (w->packed)
+        be->ops->linear_packed(be, y, ldy, x, ldx, w->w, b, M, K, N);
+    else
+        be->ops->linear(be, y, ldy, x, ldx, w->w, b, M, K, N);
+}
 
 typedef struct {
     const char *name;  /* "cpu" (default), "cuda" */

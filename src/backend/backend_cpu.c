@@ -207,6 +207,34 @@ static void cpu_linear(sdc_backend_t *be, float *y, int64_t ldy, const float *x,
                  n_threads_for_flops(be, 2.0 * (double)M * (double)N * (double)K));
 }
 
+/* Weights packed once at load time, in the layout cpu_linear packs them to
+ * on every call: the product runs the same tiles on the same numbers, so
+ * linear_packed equals linear bit for bit, minus the packing. */
+static float *cpu_linear_pack(sdc_backend_t *be, const float *w, int64_t N, int64_t K)
+{
+    sdc_gemm_bnk_t bw = {.b = w, .ld = K, .rows = NULL};
+    float *wp = cpu_alloc(be, (size_t)sdc_gemm_packed_b_floats(N, K) * sizeof(float));
+
+    if (wp)
+        sdc_gemm_pack_b_all(wp, sdc_gemm_pack_b_nk, &bw, N, K);
+    return wp;
+}
+
+static void cpu_linear_packed(sdc_backend_t *be, float *y, int64_t ldy, const float *x,
+                              int64_t ldx, const float *wp, const float *b, int64_t M, int64_t K,
+                              int64_t N)
+{
+    sdc_gemm_t g = {.M = M, .N = N, .K = K, .a = x, .lda = ldx, .c = y, .ldc = ldy,
+                    .bias = b, .b_packed = wp};
+
+    assert(ldx >= K && ldy >= N && (const float *)y != x);
+    if (M <= 0 || N <= 0)
+        return;
+    float *scratch = cpu_scratch(be, sdc_gemm_scratch_floats(&g));
+    sdc_gemm_run(impl_of(be)->kt, &g, scratch,
+                 n_threads_for_flops(be, 2.0 * (double)M * (double)N * (double)K));
+}
+
 /* ---- normalization ----------------------------------------------------- */
 
 /* Sums (of x, and of (x - shift)^2) in double: four interleaved
@@ -686,6 +714,8 @@ static const sdc_backend_ops_t cpu_ops = {
     .sync = cpu_sync,
     .copy_strided = cpu_copy_strided,
     .linear = cpu_linear,
+    .linear_pack = cpu_linear_pack,
+    .linear_packed = cpu_linear_packed,
     .layer_norm = cpu_layer_norm,
     .rms_norm = cpu_rms_norm,
     .modulate = cpu_modulate,

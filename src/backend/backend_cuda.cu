@@ -1524,6 +1524,9 @@ static const sdc_backend_ops_t cuda_ops = {
     .sync = cu_sync,
     .copy_strided = cu_copy_strided,
     .linear = cu_linear,
+    /* cuBLAS reads the weights as they are stored. */
+    .linear_pack = nullptr,
+    .linear_packed = nullptr,
     .layer_norm = cu_layer_norm,
     .rms_norm = cu_rms_norm,
     .modulate = cu_modulate,

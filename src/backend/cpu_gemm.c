@@ -163,7 +163,7 @@ void sdc_gemm_packed(const sdc_cpu_kernels_t *kt, float *c, int64_t ldc, const f
 
 int64_t sdc_gemm_scratch_floats(const sdc_gemm_t *g)
 {
-    int64_t nc = min64(sdc_gemm_round_up(g->N, NR), SDC_GEMM_NC);
+    int64_t nc = g->b_packed ? 0 : min64(sdc_gemm_round_up(g->N, NR), SDC_GEMM_NC);
     return nc * KC + sdc_gemm_round_up(g->M, MR) * KC;
 }
 
@@ -184,8 +184,9 @@ void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scrat
     const int64_t M = g->M, N = g->N, K = g->K;
     const int64_t n_apanels = (M + MR - 1) / MR;
     const int64_t n_rowblocks = (M + SDC_GEMM_MC - 1) / SDC_GEMM_MC;
+    const int64_t npad = sdc_gemm_round_up(N, NR);
     float *bpack = scratch;
-    float *apack = scratch + min64(sdc_gemm_round_up(N, NR), SDC_GEMM_NC) * KC;
+    float *apack = scratch + (g->b_packed ? 0 : min64(npad, SDC_GEMM_NC) * KC);
 
     assert(g->lda >= K && g->ldc >= N);
     if (M == 0 || N == 0)
@@ -205,17 +206,21 @@ void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scrat
         for (int64_t jc = 0; jc < N; jc += SDC_GEMM_NC) {
             const int64_t nc = min64(SDC_GEMM_NC, N - jc);
             const int64_t n_bpanels = (nc + NR - 1) / NR;
-            const int64_t n_pack = n_bpanels + (jc == 0 ? n_apanels : 0);
+            /* A prepacked B block is read where it lies: its panels are
+             * consecutive, kc x NR each, from column jc of K-block pc. */
+            const float *bblock = g->b_packed ? g->b_packed + pc * npad + jc * kc : bpack;
+            const int64_t n_bpack = g->b_packed ? 0 : n_bpanels;
+            const int64_t n_pack = n_bpack + (jc == 0 ? n_apanels : 0);
             const int64_t n_chunks = gemm_chunks(n_bpanels, n_rowblocks, n_threads);
             const int64_t n_tasks = n_chunks * n_rowblocks;
 
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < n_pack; t++) {
-                if (t < n_bpanels) {
+                if (t < n_bpack) {
                     g->pack_b(g->b_ctx, bpack + t * NR * kc, pc, kc, jc + t * NR,
                               min64(NR, nc - t * NR));
                 } else {
-                    int64_t i0 = (t - n_bpanels) * MR;
+                    int64_t i0 = (t - n_bpack) * MR;
                     sdc_gemm_pack_a(apack + i0 * kc, g->a + i0 * g->lda, g->lda,
                                     min64(MR, M - i0), pc, kc);
                 }
@@ -231,7 +236,7 @@ void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scrat
                 if (n <= 0)
                     continue;
                 sdc_gemm_block(kt, g->c + i0 * g->ldc + jc + j0, g->ldc, apack + i0 * kc,
-                               bpack + j0 * kc, m, n, kc, g->bias ? g->bias + jc + j0 : NULL,
+                               bblock + j0 * kc, m, n, kc, g->bias ? g->bias + jc + j0 : NULL,
                                mode);
             }
         }

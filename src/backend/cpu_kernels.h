@@ -130,6 +130,9 @@ typedef struct {
     float *c;
     int64_t ldc;
     const float *bias;
+    /* B: packed whole beforehand (sdc_gemm_pack_b_all layout), or packed
+     * block by block during the product by pack_b(b_ctx, ...). */
+    const float *b_packed;
     sdc_gemm_pack_b_fn pack_b;
     const void *b_ctx;
 } sdc_gemm_t;

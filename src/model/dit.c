@@ -268,7 +268,7 @@ void sdc_dit_linear(sdc_dit_t *m, const sdc_dit_linear_t *l, float *y, int64_t l
                     const float *x, int64_t ldx, int64_t rows)
 {
     if (rows <= 0) return;
-    m->be->ops->linear(m->be, y, ldy, x, ldx, l->w, l->b, rows, l->in, l->out);
+    sdc_be_linear(m->be, y, ldy, x, ldx, &l->w, l->b, rows, l->in, l->out);
 }
 
 /* ---- loading -------------------------------------------------------------- */
@@ -290,10 +290,9 @@ sdc_status_t sdc_dit_load_linear(sdc_dit_t *m, sdc_dit_linear_t *l, int64_t out,
     sdc_status_t st = vname(prefix, sizeof(prefix), err, fmt, ap);
     va_end(ap);
     if (st != SDC_OK) return st;
-    const int64_t shape[2] = {out, in};
     l->in = in;
     l->out = out;
-    st = sdc_weights_loadf(&m->w, 2, shape, &l->w, err, "%s.weight", prefix);
+    st = sdc_weights_load_linearf(&m->w, out, in, &l->w, err, "%s.weight", prefix);
     if (st != SDC_OK) return st;
     return sdc_weights_loadf(&m->w, 1, &out, &l->b, err, "%s.bias", prefix);
 }

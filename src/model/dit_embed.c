@@ -91,7 +91,7 @@ static sdc_status_t x_embed_load(sdc_dit_t *m, sdc_error_t *err)
      * of a linear layer over patches flattened in (c, i, j) order. */
     l->in = c->in_channels * c->patch_size[0] * c->patch_size[1];
     l->out = h;
-    sdc_status_t st = sdc_weights_load(&m->w, "x_embedder.proj.weight", 4, shape, &l->w, err);
+    sdc_status_t st = sdc_weights_load(&m->w, "x_embedder.proj.weight", 4, shape, &l->w.w, err);
     if (st != SDC_OK) return st;
     return sdc_weights_load(&m->w, "x_embedder.proj.bias", 1, &h, &l->b, err);
 }

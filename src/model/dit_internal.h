@@ -21,8 +21,8 @@
 #define SDC_DIT_ROPE_CACHE 4
 
 typedef struct {
-    float *w; /* out x in */
-    float *b; /* out */
+    sdc_linear_w_t w; /* out x in, packed when the backend packs */
+    float *b;         /* out */
     int64_t in, out;
 } sdc_dit_linear_t;
 

@@ -32,8 +32,8 @@
 #define QWEN2_MAX_TOKENS 8192
 
 typedef struct {
-    float *in_norm, *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w;
-    float *post_norm, *gate_w, *up_w, *down_w;
+    float *in_norm, *q_b, *k_b, *v_b, *post_norm;
+    sdc_linear_w_t q_w, k_w, v_w, o_w, gate_w, up_w, down_w;
 } qwen2_layer_t;
 
 struct sdc_qwen2 {
@@ -192,31 +192,42 @@ static sdc_status_t load_layer(sdc_qwen2_t *m, int64_t i, sdc_error_t *err)
     qwen2_layer_t *L = &m->layers[i];
     const int64_t D = c->hidden_size, I = c->intermediate_size;
     const int64_t Dq = c->num_heads * c->head_dim, Dkv = c->num_kv_heads * c->head_dim;
-    const int64_t s_d[1] = {D}, s_q[2] = {Dq, D}, s_qb[1] = {Dq}, s_kv[2] = {Dkv, D};
-    const int64_t s_kvb[1] = {Dkv}, s_o[2] = {D, Dq}, s_up[2] = {I, D}, s_down[2] = {D, I};
+    const int64_t s_d[1] = {D}, s_qb[1] = {Dq}, s_kvb[1] = {Dkv};
     const struct {
         const char *suffix;
         float **dst;
-        int ndim;
         const int64_t *shape;
-    } t[] = {
-        {"input_layernorm.weight", &L->in_norm, 1, s_d},
-        {"self_attn.q_proj.weight", &L->q_w, 2, s_q},
-        {"self_attn.q_proj.bias", &L->q_b, 1, s_qb},
-        {"self_attn.k_proj.weight", &L->k_w, 2, s_kv},
-        {"self_attn.k_proj.bias", &L->k_b, 1, s_kvb},
-        {"self_attn.v_proj.weight", &L->v_w, 2, s_kv},
-        {"self_attn.v_proj.bias", &L->v_b, 1, s_kvb},
-        {"self_attn.o_proj.weight", &L->o_w, 2, s_o},
-        {"post_attention_layernorm.weight", &L->post_norm, 1, s_d},
-        {"mlp.gate_proj.weight", &L->gate_w, 2, s_up},
-        {"mlp.up_proj.weight", &L->up_w, 2, s_up},
-        {"mlp.down_proj.weight", &L->down_w, 2, s_down},
+    } vec[] = {
+        {"input_layernorm.weight", &L->in_norm, s_d},
+        {"self_attn.q_proj.bias", &L->q_b, s_qb},
+        {"self_attn.k_proj.bias", &L->k_b, s_kvb},
+        {"self_attn.v_proj.bias", &L->v_b, s_kvb},
+        {"post_attention_layernorm.weight", &L->post_norm, s_d},
     };
-    for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
-        sdc_status_t st = sdc_weights_loadf(&m->w, t[k].ndim, t[k].shape, t[k].dst, err,
+    const struct {
+        const char *suffix;
+        sdc_linear_w_t *dst;
+        int64_t out, in;
+    } lin[] = {
+        {"self_attn.q_proj.weight", &L->q_w, Dq, D},
+        {"self_attn.k_proj.weight", &L->k_w, Dkv, D},
+        {"self_attn.v_proj.weight", &L->v_w, Dkv, D},
+        {"self_attn.o_proj.weight", &L->o_w, D, Dq},
+        {"mlp.gate_proj.weight", &L->gate_w, I, D},
+        {"mlp.up_proj.weight", &L->up_w, I, D},
+        {"mlp.down_proj.weight", &L->down_w, D, I},
+    };
+    for (size_t k = 0; k < sizeof(vec) / sizeof(vec[0]); k++) {
+        sdc_status_t st = sdc_weights_loadf(&m->w, 1, vec[k].shape, vec[k].dst, err,
                                             "%slayers.%lld.%s", m->prefix, (long long)i,
-                                            t[k].suffix);
+                                            vec[k].suffix);
+        if (st != SDC_OK)
+            return st;
+    }
+    for (size_t k = 0; k < sizeof(lin) / sizeof(lin[0]); k++) {
+        sdc_status_t st = sdc_weights_load_linearf(&m->w, lin[k].out, lin[k].in, lin[k].dst, err,
+                                                   "%slayers.%lld.%s", m->prefix, (long long)i,
+                                                   lin[k].suffix);
         if (st != SDC_OK)
             return st;
     }
@@ -338,24 +349,24 @@ static void qwen2_layer(sdc_qwen2_t *m, const qwen2_layer_t *Ly, const qwen2_buf
     const float eps = (float)c->rms_eps;
 
     op->rms_norm(be, b->xn, b->x, Ly->in_norm, L, D, D, eps);
-    op->linear(be, b->q, Dq, b->xn, D, Ly->q_w, Ly->q_b, L, D, Dq);
-    op->linear(be, b->k, Dkv, b->xn, D, Ly->k_w, Ly->k_b, L, D, Dkv);
-    op->linear(be, b->v, Dkv, b->xn, D, Ly->v_w, Ly->v_b, L, D, Dkv);
+    sdc_be_linear(be, b->q, Dq, b->xn, D, &Ly->q_w, Ly->q_b, L, D, Dq);
+    sdc_be_linear(be, b->k, Dkv, b->xn, D, &Ly->k_w, Ly->k_b, L, D, Dkv);
+    sdc_be_linear(be, b->v, Dkv, b->xn, D, &Ly->v_w, Ly->v_b, L, D, Dkv);
     to_pairs(be, b->qr, b->q, L, H, Dh);
     to_pairs(be, b->kr, b->k, L, Hkv, Dh);
     op->rope(be, b->qr, Dq, b->cos, b->sin, L, H, Dh);
     op->rope(be, b->kr, Dkv, b->cos, b->sin, L, Hkv, Dh);
     sdc_text_attention(be, b->att, Dq, b->qr, Dq, b->kr, Dkv, b->v, Dkv, L, H, Hkv, Dh,
                        1.0f / sqrtf((float)Dh), b->mask, 0, b->scratch);
-    op->linear(be, b->xn, D, b->att, Dq, Ly->o_w, NULL, L, Dq, D);
+    sdc_be_linear(be, b->xn, D, b->att, Dq, &Ly->o_w, NULL, L, Dq, D);
     op->add(be, b->x, b->x, b->xn, L * D);
 
     op->rms_norm(be, b->xn, b->x, Ly->post_norm, L, D, D, eps);
-    op->linear(be, b->gate, I, b->xn, D, Ly->gate_w, NULL, L, D, I);
-    op->linear(be, b->up, I, b->xn, D, Ly->up_w, NULL, L, D, I);
+    sdc_be_linear(be, b->gate, I, b->xn, D, &Ly->gate_w, NULL, L, D, I);
+    sdc_be_linear(be, b->up, I, b->xn, D, &Ly->up_w, NULL, L, D, I);
     op->silu(be, b->gate, b->gate, L * I);
     op->mul(be, b->gate, b->gate, b->up, L * I);
-    op->linear(be, b->xn, D, b->gate, I, Ly->down_w, NULL, L, I, D);
+    sdc_be_linear(be, b->xn, D, b->gate, I, &Ly->down_w, NULL, L, I, D);
     op->add(be, b->x, b->x, b->xn, L * D);
 }
 

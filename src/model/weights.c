@@ -254,3 +254,56 @@ sdc_status_t sdc_weights_gather_rows(const sdc_weights_t *w, const char *name, c
     }
     return SDC_OK;
 }
+
+/* Drops the loaded float32 copy `buf` when it is the newest buffer w owns
+ * (a mapped F32 weight is not owned and stays in the mapping). */
+static void owned_drop_last(sdc_weights_t *w, float *buf)
+{
+    if (w->n_owned && w->owned[w->n_owned - 1] == buf) {
+        w->be->ops->free(w->be, buf);
+        w->n_owned--;
+    }
+}
+
+sdc_status_t sdc_weights_load_linear(sdc_weights_t *w, const char *name, int64_t N, int64_t K,
+                                     sdc_linear_w_t *out, sdc_error_t *err)
+{
+    const int64_t shape[2] = {N, K};
+    float *plain;
+
+    out->w = NULL;
+    out->packed = 0;
+    sdc_status_t st = weights_load(w, name, 2, shape, 0, &plain, err);
+    if (st != SDC_OK || !w->be->ops->linear_pack) {
+        out->w = plain;
+        return st;
+    }
+    if ((st = owned_reserve(w, err)) != SDC_OK)
+        return st;
+    float *packed = w->be->ops->linear_pack(w->be, plain, N, K);
+    if (!packed)
+        return sdc_error_set(err, SDC_ERR_NOMEM, "%s: cannot allocate the packed copy of '%s'",
+                             w->label, name);
+    owned_drop_last(w, plain);
+    w->owned[w->n_owned++] = packed;
+    out->w = packed;
+    out->packed = 1;
+    return SDC_OK;
+}
+
+sdc_status_t sdc_weights_load_linearf(sdc_weights_t *w, int64_t N, int64_t K,
+                                      sdc_linear_w_t *out, sdc_error_t *err, const char *fmt, ...)
+{
+    char name[WEIGHTS_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof(name), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(name)) {
+        out->w = NULL;
+        out->packed = 0;
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "%s: tensor name '%.64s...' too long",
+                             w->label, name);
+    }
+    return sdc_weights_load_linear(w, name, N, K, out, err);
+}

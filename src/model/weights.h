@@ -48,6 +48,15 @@ sdc_status_t sdc_weights_loadf_opt(sdc_weights_t *w, int ndim, const int64_t *sh
     __attribute__((format(printf, 6, 7)));
 int sdc_weights_has(const sdc_weights_t *w, const char *name);
 
+/* A linear layer's weight `name` ([N, K]), packed for the backend's GEMM
+ * when the backend packs (->linear_pack): the packed copy replaces the
+ * float32 one, so a layer costs its weight's memory once. */
+sdc_status_t sdc_weights_load_linear(sdc_weights_t *w, const char *name, int64_t N, int64_t K,
+                                     sdc_linear_w_t *out, sdc_error_t *err);
+sdc_status_t sdc_weights_load_linearf(sdc_weights_t *w, int64_t N, int64_t K,
+                                      sdc_linear_w_t *out, sdc_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
 /* Rows ids[0..n) of the 2-D tensor `name` ([rows, dim], F32/F16/BF16), as
  * float32 into host memory out (n x dim), read straight from the mapping:
  * an embedding lookup that never converts or uploads the whole table. An

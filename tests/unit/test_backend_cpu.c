@@ -348,6 +348,44 @@ static void check_linear_rows(int64_t M, int64_t K, int64_t N)
     free(all1);
 }
 
+/* Weights packed at load time give the bits of the per-call packing, for
+ * both thread counts, strided x and y, and shapes off every block size. */
+static void check_linear_packed(int64_t M, int64_t K, int64_t N, int64_t padx, int64_t pady)
+{
+    int64_t ldx = K + padx, ldy = N + pady;
+    float *x = rand_buf(M * ldx, 1.0f), *w = rand_buf(N * K, 1.0f), *b = rand_buf(N, 1.0f);
+    float *want = rand_buf(M * ldy, 1.0f), *got = copy_buf(want, M * ldy);
+    float *got1 = copy_buf(want, M * ldy);
+    float *wp = be2->ops->linear_pack(be2, w, N, K);
+
+    CHECK(wp != NULL);
+    be2->ops->linear(be2, want, ldy, x, ldx, w, b, M, K, N);
+    be2->ops->linear_packed(be2, got, ldy, x, ldx, wp, b, M, K, N);
+    be1->ops->linear_packed(be1, got1, ldy, x, ldx, wp, b, M, K, N);
+    CHECK_MSG(same_bits(got, want, M * ldy), "packed M=%lld K=%lld N=%lld", (long long)M,
+              (long long)K, (long long)N);
+    CHECK_MSG(same_bits(got1, want, M * ldy), "packed 1 thread M=%lld K=%lld N=%lld",
+              (long long)M, (long long)K, (long long)N);
+    be2->ops->free(be2, wp);
+    free(x);
+    free(w);
+    free(b);
+    free(want);
+    free(got);
+    free(got1);
+}
+
+static void test_linear_packed(void)
+{
+    check_linear_packed(1, 1, 1, 0, 0);
+    check_linear_packed(7, 13, 5, 3, 2);
+    check_linear_packed(37, 300, 29, 5, 0);
+    check_linear_packed(3, 777, 131, 1, 1);   /* K past one K-block */
+    check_linear_packed(150, 40, 2100, 0, 3); /* N past one column block */
+    check_linear_packed(200, 520, 2200, 2, 0); /* both, and row blocks */
+    check_linear_packed(5, 0, 9, 0, 0);       /* empty sum: the bias */
+}
+
 static void test_linear_rows_independent(void)
 {
     check_linear_rows(40, 8, 8);
@@ -828,6 +866,7 @@ static void run_all(void)
     RUN(test_memory);
     RUN(test_copy_strided);
     RUN(test_linear);
+    RUN(test_linear_packed);
     RUN(test_linear_rows_independent);
     RUN(test_layer_norm);
     RUN(test_rms_norm);
