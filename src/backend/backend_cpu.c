@@ -202,9 +202,8 @@ static void cpu_linear(sdc_backend_t *be, float *y, int64_t ldy, const float *x,
     assert(ldx >= K && ldy >= N && (const float *)y != x);
     if (M <= 0 || N <= 0)
         return;
-    float *scratch = cpu_scratch(be, sdc_gemm_scratch_floats(&g));
-    sdc_gemm_run(impl_of(be)->kt, &g, scratch,
-                 n_threads_for_flops(be, 2.0 * (double)M * (double)N * (double)K));
+    int nt = n_threads_for_flops(be, 2.0 * (double)M * (double)N * (double)K);
+    sdc_gemm_run(impl_of(be)->kt, &g, cpu_scratch(be, sdc_gemm_scratch_floats(&g, nt)), nt);
 }
 
 /* Weights packed once at load time, in the layout cpu_linear packs them to
@@ -230,9 +229,8 @@ static void cpu_linear_packed(sdc_backend_t *be, float *y, int64_t ldy, const fl
     assert(ldx >= K && ldy >= N && (const float *)y != x);
     if (M <= 0 || N <= 0)
         return;
-    float *scratch = cpu_scratch(be, sdc_gemm_scratch_floats(&g));
-    sdc_gemm_run(impl_of(be)->kt, &g, scratch,
-                 n_threads_for_flops(be, 2.0 * (double)M * (double)N * (double)K));
+    int nt = n_threads_for_flops(be, 2.0 * (double)M * (double)N * (double)K);
+    sdc_gemm_run(impl_of(be)->kt, &g, cpu_scratch(be, sdc_gemm_scratch_floats(&g, nt)), nt);
 }
 
 /* ---- normalization ----------------------------------------------------- */
@@ -676,8 +674,8 @@ static void cpu_conv2d(sdc_backend_t *be, float *y, const float *x, const float 
     assert(stride >= 1 && pad >= 0 && kh >= 1 && kw >= 1);
     if (Cout <= 0 || HWo <= 0)
         return;
-    sdc_gemm_run(impl_of(be)->kt, &g, cpu_scratch(be, sdc_gemm_scratch_floats(&g)),
-                 n_threads_for_flops(be, 2.0 * (double)g.M * (double)g.N * (double)g.K));
+    int nt = n_threads_for_flops(be, 2.0 * (double)g.M * (double)g.N * (double)g.K);
+    sdc_gemm_run(impl_of(be)->kt, &g, cpu_scratch(be, sdc_gemm_scratch_floats(&g, nt)), nt);
     if (!b)
         return;
 #pragma omp parallel for schedule(static) num_threads(n_threads_for(be, Cout * HWo))

@@ -13,6 +13,7 @@
 #include "cpu_kernels.h"
 
 #include <assert.h>
+#include <omp.h>
 #include <string.h>
 
 #define MR SDC_GEMM_MR
@@ -161,9 +162,11 @@ void sdc_gemm_packed(const sdc_cpu_kernels_t *kt, float *c, int64_t ldc, const f
     }
 }
 
-int64_t sdc_gemm_scratch_floats(const sdc_gemm_t *g)
+int64_t sdc_gemm_scratch_floats(const sdc_gemm_t *g, int n_threads)
 {
-    int64_t nc = g->b_packed ? 0 : min64(sdc_gemm_round_up(g->N, NR), SDC_GEMM_NC);
+    if (g->b_packed)
+        return (int64_t)n_threads * SDC_GEMM_MC * KC;
+    int64_t nc = min64(sdc_gemm_round_up(g->N, NR), SDC_GEMM_NC);
     return nc * KC + sdc_gemm_round_up(g->M, MR) * KC;
 }
 
@@ -178,21 +181,58 @@ static int64_t gemm_chunks(int64_t n_panels, int64_t n_row_blocks, int n_threads
     return want < 1 ? 1 : min64(want, n_panels);
 }
 
+/* B packed beforehand: nothing is shared between tasks, so one parallel
+ * loop with one barrier at its end. A task owns a block of rows and a chunk
+ * of columns of C and walks the K-blocks in order, packing its rows of A
+ * into its thread's slice of scratch; each element sees the same sums in
+ * the same order as in sdc_gemm_run's shared-packing path. */
+static void gemm_run_prepacked(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scratch,
+                               int n_threads)
+{
+    const int64_t M = g->M, N = g->N, K = g->K, npad = sdc_gemm_round_up(N, NR);
+    const int64_t n_panels = npad / NR;
+    const int64_t n_rowblocks = (M + SDC_GEMM_MC - 1) / SDC_GEMM_MC;
+    const int64_t n_chunks = gemm_chunks(n_panels, n_rowblocks, n_threads);
+    const int64_t n_tasks = n_chunks * n_rowblocks;
+
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+    for (int64_t t = 0; t < n_tasks; t++) {
+        float *apack = scratch + (int64_t)omp_get_thread_num() * SDC_GEMM_MC * KC;
+        int64_t rb = t % n_rowblocks, chunk = t / n_rowblocks;
+        int64_t p0 = n_panels * chunk / n_chunks, p1 = n_panels * (chunk + 1) / n_chunks;
+        int64_t i0 = rb * SDC_GEMM_MC, m = min64(SDC_GEMM_MC, M - i0);
+        int64_t j0 = p0 * NR, n = min64(p1 * NR, N) - j0;
+        if (n <= 0)
+            continue;
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t kc = min64(KC, K - pc);
+            sdc_gemm_pack_a(apack, g->a + i0 * g->lda, g->lda, m, pc, kc);
+            sdc_gemm_block(kt, g->c + i0 * g->ldc + j0, g->ldc, apack,
+                           g->b_packed + pc * npad + j0 * kc, m, n, kc,
+                           g->bias ? g->bias + j0 : NULL,
+                           pc == 0 ? SDC_GEMM_STORE : SDC_GEMM_ACCUM);
+        }
+    }
+}
+
 void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scratch,
                   int n_threads)
 {
     const int64_t M = g->M, N = g->N, K = g->K;
     const int64_t n_apanels = (M + MR - 1) / MR;
     const int64_t n_rowblocks = (M + SDC_GEMM_MC - 1) / SDC_GEMM_MC;
-    const int64_t npad = sdc_gemm_round_up(N, NR);
     float *bpack = scratch;
-    float *apack = scratch + (g->b_packed ? 0 : min64(npad, SDC_GEMM_NC) * KC);
+    float *apack = scratch + min64(sdc_gemm_round_up(N, NR), SDC_GEMM_NC) * KC;
 
     assert(g->lda >= K && g->ldc >= N);
     if (M == 0 || N == 0)
         return;
     if (K == 0) {
         gemm_fill_bias(g->c, g->ldc, M, N, g->bias);
+        return;
+    }
+    if (g->b_packed) {
+        gemm_run_prepacked(kt, g, scratch, n_threads);
         return;
     }
 
@@ -206,21 +246,17 @@ void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scrat
         for (int64_t jc = 0; jc < N; jc += SDC_GEMM_NC) {
             const int64_t nc = min64(SDC_GEMM_NC, N - jc);
             const int64_t n_bpanels = (nc + NR - 1) / NR;
-            /* A prepacked B block is read where it lies: its panels are
-             * consecutive, kc x NR each, from column jc of K-block pc. */
-            const float *bblock = g->b_packed ? g->b_packed + pc * npad + jc * kc : bpack;
-            const int64_t n_bpack = g->b_packed ? 0 : n_bpanels;
-            const int64_t n_pack = n_bpack + (jc == 0 ? n_apanels : 0);
+            const int64_t n_pack = n_bpanels + (jc == 0 ? n_apanels : 0);
             const int64_t n_chunks = gemm_chunks(n_bpanels, n_rowblocks, n_threads);
             const int64_t n_tasks = n_chunks * n_rowblocks;
 
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < n_pack; t++) {
-                if (t < n_bpack) {
+                if (t < n_bpanels) {
                     g->pack_b(g->b_ctx, bpack + t * NR * kc, pc, kc, jc + t * NR,
                               min64(NR, nc - t * NR));
                 } else {
-                    int64_t i0 = (t - n_bpack) * MR;
+                    int64_t i0 = (t - n_bpanels) * MR;
                     sdc_gemm_pack_a(apack + i0 * kc, g->a + i0 * g->lda, g->lda,
                                     min64(MR, M - i0), pc, kc);
                 }
@@ -236,7 +272,7 @@ void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scrat
                 if (n <= 0)
                     continue;
                 sdc_gemm_block(kt, g->c + i0 * g->ldc + jc + j0, g->ldc, apack + i0 * kc,
-                               bblock + j0 * kc, m, n, kc, g->bias ? g->bias + jc + j0 : NULL,
+                               bpack + j0 * kc, m, n, kc, g->bias ? g->bias + jc + j0 : NULL,
                                mode);
             }
         }

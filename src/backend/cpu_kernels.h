@@ -137,8 +137,8 @@ typedef struct {
     const void *b_ctx;
 } sdc_gemm_t;
 
-/* Scratch floats sdc_gemm_run needs for g. */
-int64_t sdc_gemm_scratch_floats(const sdc_gemm_t *g);
+/* Scratch floats sdc_gemm_run needs for g on n_threads threads. */
+int64_t sdc_gemm_scratch_floats(const sdc_gemm_t *g, int n_threads);
 void sdc_gemm_run(const sdc_cpu_kernels_t *kt, const sdc_gemm_t *g, float *scratch,
                   int n_threads);
 

@@ -421,8 +421,9 @@ sdc_status_t sdc_t5_config_load(sdc_t5_config_t *c, const char *config_json, sdc
 /* ---- encoder ------------------------------------------------------------ */
 
 typedef struct {
-    float *ln0, *q, *k, *v, *o;
-    float *ln1, *wi0, *wi1, *wo; /* wi1 NULL unless gated; wi0 is "wi" then */
+    float *ln0, *ln1;
+    sdc_linear_w_t q, k, v, o;
+    sdc_linear_w_t wi0, wi1, wo; /* wi1.w NULL unless gated; wi0 is "wi" then */
 } t5_layer_t;
 
 struct sdc_t5 {
@@ -467,33 +468,35 @@ static sdc_status_t load_layer(sdc_t5_t *m, int64_t i, sdc_error_t *err)
 {
     const sdc_t5_config_t *c = &m->cfg;
     t5_layer_t *L = &m->layers[i];
-    const int64_t inner = c->num_heads * c->d_kv;
-    const int64_t s_d[1] = {c->d_model}, s_qkv[2] = {inner, c->d_model};
-    const int64_t s_o[2] = {c->d_model, inner}, s_wi[2] = {c->d_ff, c->d_model};
-    const int64_t s_wo[2] = {c->d_model, c->d_ff};
+    const int64_t d = c->d_model, inner = c->num_heads * c->d_kv, ff = c->d_ff;
+    float **norm[2] = {&L->ln0, &L->ln1};
     const struct {
         const char *suffix;
-        float **dst;
-        int ndim;
-        const int64_t *shape;
-    } t[] = {
-        {"0.layer_norm.weight", &L->ln0, 1, s_d},
-        {"0.SelfAttention.q.weight", &L->q, 2, s_qkv},
-        {"0.SelfAttention.k.weight", &L->k, 2, s_qkv},
-        {"0.SelfAttention.v.weight", &L->v, 2, s_qkv},
-        {"0.SelfAttention.o.weight", &L->o, 2, s_o},
-        {"1.layer_norm.weight", &L->ln1, 1, s_d},
-        {c->gated ? "1.DenseReluDense.wi_0.weight" : "1.DenseReluDense.wi.weight", &L->wi0, 2,
-         s_wi},
-        {c->gated ? "1.DenseReluDense.wi_1.weight" : NULL, &L->wi1, 2, s_wi},
-        {"1.DenseReluDense.wo.weight", &L->wo, 2, s_wo},
+        sdc_linear_w_t *dst;
+        int64_t out, in;
+    } lin[] = {
+        {"0.SelfAttention.q.weight", &L->q, inner, d},
+        {"0.SelfAttention.k.weight", &L->k, inner, d},
+        {"0.SelfAttention.v.weight", &L->v, inner, d},
+        {"0.SelfAttention.o.weight", &L->o, d, inner},
+        {c->gated ? "1.DenseReluDense.wi_0.weight" : "1.DenseReluDense.wi.weight", &L->wi0, ff,
+         d},
+        {c->gated ? "1.DenseReluDense.wi_1.weight" : NULL, &L->wi1, ff, d},
+        {"1.DenseReluDense.wo.weight", &L->wo, d, ff},
     };
-    for (size_t k = 0; k < sizeof(t) / sizeof(t[0]); k++) {
-        if (!t[k].suffix)
+    for (int k = 0; k < 2; k++) {
+        sdc_status_t st = sdc_weights_loadf(&m->w, 1, &d, norm[k], err,
+                                            "encoder.block.%lld.layer.%d.layer_norm.weight",
+                                            (long long)i, k);
+        if (st != SDC_OK)
+            return st;
+    }
+    for (size_t k = 0; k < sizeof(lin) / sizeof(lin[0]); k++) {
+        if (!lin[k].suffix)
             continue;
-        sdc_status_t st = sdc_weights_loadf(&m->w, t[k].ndim, t[k].shape, t[k].dst, err,
-                                            "encoder.block.%lld.layer.%s", (long long)i,
-                                            t[k].suffix);
+        sdc_status_t st = sdc_weights_load_linearf(&m->w, lin[k].out, lin[k].in, lin[k].dst, err,
+                                                   "encoder.block.%lld.layer.%s", (long long)i,
+                                                   lin[k].suffix);
         if (st != SDC_OK)
             return st;
     }
@@ -603,22 +606,22 @@ static void t5_layer(sdc_t5_t *m, const t5_layer_t *L, const t5_bufs_t *b, int64
     const float eps = (float)c->eps;
 
     op->rms_norm(be, b->xn, b->x, L->ln0, n, d, d, eps);
-    op->linear(be, b->q, inner, b->xn, d, L->q, NULL, n, d, inner);
-    op->linear(be, b->k, inner, b->xn, d, L->k, NULL, n, d, inner);
-    op->linear(be, b->v, inner, b->xn, d, L->v, NULL, n, d, inner);
+    sdc_be_linear(be, b->q, inner, b->xn, d, &L->q, NULL, n, d, inner);
+    sdc_be_linear(be, b->k, inner, b->xn, d, &L->k, NULL, n, d, inner);
+    sdc_be_linear(be, b->v, inner, b->xn, d, &L->v, NULL, n, d, inner);
     sdc_text_attention(be, b->att, inner, b->q, inner, b->k, inner, b->v, inner, n,
                        c->num_heads, c->num_heads, c->d_kv, 1.0f, b->bias, 1, b->scratch);
-    op->linear(be, b->xn, d, b->att, inner, L->o, NULL, n, inner, d);
+    sdc_be_linear(be, b->xn, d, b->att, inner, &L->o, NULL, n, inner, d);
     op->add(be, b->x, b->x, b->xn, n * d);
 
     op->rms_norm(be, b->xn, b->x, L->ln1, n, d, d, eps);
-    op->linear(be, b->ff0, ff, b->xn, d, L->wi0, NULL, n, d, ff);
+    sdc_be_linear(be, b->ff0, ff, b->xn, d, &L->wi0, NULL, n, d, ff);
     act_apply(be, c->act, b->ff0, n * ff);
-    if (L->wi1) {
-        op->linear(be, b->ff1, ff, b->xn, d, L->wi1, NULL, n, d, ff);
+    if (L->wi1.w) {
+        sdc_be_linear(be, b->ff1, ff, b->xn, d, &L->wi1, NULL, n, d, ff);
         op->mul(be, b->ff0, b->ff0, b->ff1, n * ff);
     }
-    op->linear(be, b->xn, d, b->ff0, ff, L->wo, NULL, n, ff, d);
+    sdc_be_linear(be, b->xn, d, b->ff0, ff, &L->wo, NULL, n, ff, d);
     op->add(be, b->x, b->x, b->xn, n * d);
 }
 
