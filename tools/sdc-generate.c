@@ -26,6 +26,7 @@
 #include "model/embeds.h"
 #include "model/img2img.h"
 #include "model/pipeline.h"
+#include "model/refiner.h"
 #include "model/text_encoder.h"
 
 #define PROG "sdc-generate"
@@ -89,6 +90,23 @@ static void usage(FILE *f)
 "      --strength S         0..1 (default 0.6): the fraction of the --steps schedule\n"
 "                           that runs; 1 ignores the image (text-to-image), 0 returns\n"
 "                           it encoded and decoded\n"
+"\n"
+"Refiner (HunyuanImage-2.1 refiner, HunyuanImageRefinerPipeline):\n"
+"      --refiner DIR        refine the generated image with the refiner model in DIR\n"
+"                           (model_index.json: HunyuanImageRefinerPipeline); -o gets\n"
+"                           the refined image\n"
+"      --refine-image FILE  refine this PNG or JPEG image instead of generating one\n"
+"                           (needs --refiner, no --model); its size must be a multiple\n"
+"                           of the refiner's VAE factor: sdc does not resample\n"
+"      --refiner-embeds FILE  the refiner's text conditioning (--embeds format,\n"
+"                           prompt_embeds [+ mask]; the refiner's own text encoder is\n"
+"                           not run by sdc). Required with --refiner\n"
+"      --base-output FILE   with --refiner: also write the unrefined image\n"
+"      --refine-steps N     refiner steps (default 4)\n"
+"      --refine-strength S  0..1 (default 0.25): the share of noise blended into the\n"
+"                           image latents the refiner is conditioned on\n"
+"      --refine-guidance G  the refiner's distilled guidance scale (default 3.25)\n"
+"                           The refiner uses --seed for its noise too.\n"
 "\n"
 "Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.\n");
 }
@@ -239,6 +257,79 @@ out:
     return st;
 }
 
+typedef struct {
+    const char *dir, *embeds, *image, *base_out;
+    sdc_refiner_params_t rp;
+} refine_opts_t;
+
+/* Refines rgb (w x h) with the refiner model; *out gets the refined RGB8.
+ * The refiner is loaded here and freed before returning. */
+static sdc_status_t refine(sdc_backend_t *be, const refine_opts_t *ro, const uint8_t *rgb, int w,
+                           int h, int quiet, uint8_t **out, sdc_error_t *err)
+{
+    sdc_refiner_t *r = NULL;
+    sdc_embeds_t emb;
+    int have_emb = 0;
+    double t0 = sdc_now();
+    sdc_status_t st = sdc_refiner_open(&r, be, ro->dir, err);
+    if (st != SDC_OK) goto out;
+    st = sdc_refiner_check(r, w, h, &ro->rp, err);
+    if (st != SDC_OK) goto out;
+    const sdc_dit_config_t *dc = sdc_dit_config(r->dit);
+    st = sdc_embeds_load(&emb, ro->embeds, dc->text_embed_dim, dc->text_embed_2_dim, err);
+    if (st != SDC_OK) {
+        sdc_error_wrap(err, "--refiner-embeds");
+        goto out;
+    }
+    have_emb = 1;
+    sdc_text_cond_t pos, neg;
+    sdc_embeds_cond(&emb.pos, &pos);
+    sdc_embeds_cond(&emb.neg, &neg);
+    progress_ctx_t pc = {.tty = isatty(STDERR_FILENO), .quiet = quiet};
+    sdc_gen_timing_t tm;
+    double t_load = sdc_now() - t0;
+    st = sdc_refiner_run(r, &ro->rp, rgb, w, h, &pos, emb.has_neg ? &neg : NULL, on_progress, &pc,
+                         out, NULL, &tm, err);
+    if (st == SDC_OK && !quiet)
+        fprintf(stderr,
+                "sdc-generate: refiner: %dx%d, %d steps | load %.2f s | denoise %.2f s (%d DiT "
+                "passes) | encode + decode %.2f s\n",
+                w, h, ro->rp.steps, t_load, tm.embed_s + tm.blocks_s + tm.head_s + tm.guide_s,
+                tm.dit_passes, tm.vae_s);
+out:
+    if (have_emb) sdc_embeds_free(&emb);
+    sdc_refiner_free(r);
+    return st;
+}
+
+/* --refine-image: read the image, refine it, write it. */
+static int refine_file(const char *backend_name, long threads, const refine_opts_t *ro,
+                       const char *out, int quiet)
+{
+    sdc_error_t err = {0};
+    sdc_backend_t *be = NULL;
+    uint8_t *rgb = NULL, *refined = NULL;
+    int w = 0, h = 0, rc = 1;
+    if (sdc_image_load(ro->image, (size_t)SDC_MAX_IMAGE_SIDE * SDC_MAX_IMAGE_SIDE, &rgb, &w, &h,
+                       &err) != SDC_OK) {
+        sdc_error_wrap(&err, "--refine-image");
+        goto fail;
+    }
+    sdc_backend_config_t bc = {.name = backend_name, .n_threads = (int)threads, .device = 0};
+    if (sdc_backend_create(&bc, &be, &err) != SDC_OK) goto fail;
+    if (refine(be, ro, rgb, w, h, quiet, &refined, &err) != SDC_OK) goto fail;
+    if (sdc_png_write_file(out, refined, w, h, &err) != SDC_OK) goto fail;
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "sdc-generate: error: %s\n", err.msg[0] ? err.msg : sdc_status_str(err.code));
+done:
+    free(rgb);
+    free(refined);
+    if (be) sdc_backend_destroy(be);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *model = NULL, *embeds_path = NULL, *out = NULL, *latent_out = NULL;
@@ -256,6 +347,13 @@ int main(int argc, char **argv)
     enum { OPT_INIT_IMAGE = 512, OPT_STRENGTH };
     const char *init_path = NULL;
     double strength = NAN;
+    /* Refiner. */
+    enum { OPT_REFINER = 768, OPT_REFINE_IMAGE, OPT_REFINER_EMBEDS, OPT_BASE_OUT,
+           OPT_REFINE_STEPS, OPT_REFINE_STRENGTH, OPT_REFINE_GUIDANCE };
+    refine_opts_t ro = {0};
+    long refine_steps = 4;
+    int refine_tuned = 0;
+    sdc_refiner_params_default(&ro.rp);
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"embeds", required_argument, 0, 'e'},
         {"output", required_argument, 0, 'o'},    {"width", required_argument, 0, 'W'},
@@ -272,6 +370,13 @@ int main(int argc, char **argv)
         {"dump-embeds", required_argument, 0, OPT_DUMP},
         {"init-image", required_argument, 0, OPT_INIT_IMAGE},
         {"strength", required_argument, 0, OPT_STRENGTH},
+        {"refiner", required_argument, 0, OPT_REFINER},
+        {"refine-image", required_argument, 0, OPT_REFINE_IMAGE},
+        {"refiner-embeds", required_argument, 0, OPT_REFINER_EMBEDS},
+        {"base-output", required_argument, 0, OPT_BASE_OUT},
+        {"refine-steps", required_argument, 0, OPT_REFINE_STEPS},
+        {"refine-strength", required_argument, 0, OPT_REFINE_STRENGTH},
+        {"refine-guidance", required_argument, 0, OPT_REFINE_GUIDANCE},
         {0, 0, 0, 0},
     };
     sdc_log_set_level(SDC_LOG_WARN);
@@ -288,6 +393,13 @@ int main(int argc, char **argv)
         case OPT_DUMP: dump_path = optarg; break;
         case OPT_INIT_IMAGE: init_path = optarg; break;
         case OPT_STRENGTH: if (sdc_cli_parse_double(PROG, "--strength", optarg, 0.0, 1.0, &strength)) return EXIT_USAGE; break;
+        case OPT_REFINER: ro.dir = optarg; break;
+        case OPT_REFINE_IMAGE: ro.image = optarg; break;
+        case OPT_REFINER_EMBEDS: ro.embeds = optarg; break;
+        case OPT_BASE_OUT: ro.base_out = optarg; break;
+        case OPT_REFINE_STEPS: refine_tuned = 1; if (sdc_cli_parse_long(PROG, "--refine-steps", optarg, 1, 1000, &refine_steps)) return EXIT_USAGE; break;
+        case OPT_REFINE_STRENGTH: refine_tuned = 1; if (sdc_cli_parse_double(PROG, "--refine-strength", optarg, 0.0, 1.0, &ro.rp.cond_strength)) return EXIT_USAGE; break;
+        case OPT_REFINE_GUIDANCE: refine_tuned = 1; if (sdc_cli_parse_double(PROG, "--refine-guidance", optarg, 0.0, 100.0, &ro.rp.distilled_guidance_scale)) return EXIT_USAGE; break;
         case 'o': out = optarg; break;
         case 'W': if (sdc_cli_parse_long(PROG, "--width", optarg, 1, SDC_MAX_IMAGE_SIDE, &width)) return EXIT_USAGE; break;
         case 'H': if (sdc_cli_parse_long(PROG, "--height", optarg, 1, SDC_MAX_IMAGE_SIDE, &height)) return EXIT_USAGE; break;
@@ -322,6 +434,28 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     int n_inputs = (prompt.text != NULL) + (prompt_file != NULL) + (embeds_path != NULL);
+    ro.rp.steps = (int)refine_steps;
+    ro.rp.seed = seed;
+    if (!ro.dir && (ro.image || ro.embeds || ro.base_out || refine_tuned)) {
+        fprintf(stderr, "sdc-generate: --refine-image, --refiner-embeds, --base-output and "
+                        "--refine-* need --refiner (see --help)\n");
+        return EXIT_USAGE;
+    }
+    if (ro.dir && (!ro.embeds || !out)) {
+        fprintf(stderr, "sdc-generate: --refiner needs --refiner-embeds and --output (see "
+                        "--help)\n");
+        return EXIT_USAGE;
+    }
+    if (ro.image) {
+        if (model || n_inputs || init_path || negative.text || dump_path || ro.base_out ||
+            latent_out) {
+            fprintf(stderr, "sdc-generate: --refine-image refines an existing image: it takes "
+                            "no --model, prompt, --embeds, --init-image, --dump-embeds, "
+                            "--base-output or --latent-out (see --help)\n");
+            return EXIT_USAGE;
+        }
+        return refine_file(backend_name, threads, &ro, out, quiet);
+    }
     if (!model || n_inputs != 1 || (!out && !dump_path)) {
         fprintf(stderr, "sdc-generate: --model, one of --prompt / --prompt-file / --embeds, and "
                         "--output (or --dump-embeds) are required (see --help)\n");
@@ -388,6 +522,7 @@ int main(int argc, char **argv)
     double t_model = sdc_now();
     if (sdc_pipeline_open(&p, be, model, &err) != SDC_OK) goto fail;
     const sdc_dit_config_t *dc = sdc_dit_config(p->dit);
+    const int64_t latent_c = dc->in_channels; /* p may be freed before the latent is written */
     if (!have_emb) {
         if (sdc_embeds_load(&emb, embeds_path, dc->text_embed_dim, dc->text_embed_2_dim, &err) !=
             SDC_OK)
@@ -433,8 +568,19 @@ int main(int argc, char **argv)
         gen_st = sdc_pipeline_generate(p, &gp, &pos, emb.has_neg ? &neg : NULL, NULL, on_progress,
                                        &pc, &rgb, &latent, &tm, &err);
     if (gen_st != SDC_OK) goto fail;
+    if (ro.dir) {
+        /* The base model is freed before the refiner loads. */
+        uint8_t *refined = NULL;
+        if (ro.base_out && sdc_png_write_file(ro.base_out, rgb, gp.width, gp.height, &err) != SDC_OK)
+            goto fail;
+        sdc_pipeline_free(p);
+        p = NULL;
+        if (refine(be, &ro, rgb, gp.width, gp.height, quiet, &refined, &err) != SDC_OK) goto fail;
+        free(rgb);
+        rgb = refined;
+    }
     if (sdc_png_write_file(out, rgb, gp.width, gp.height, &err) != SDC_OK) goto fail;
-    if (latent_out && write_latent(latent_out, latent, dc->in_channels, gp.height / f, gp.width / f))
+    if (latent_out && write_latent(latent_out, latent, latent_c, gp.height / f, gp.width / f))
         goto out;
     if (!quiet)
         fprintf(stderr,

@@ -61,6 +61,30 @@ static sdc_status_t cfg_pair(const sdc_json_t *doc, const char *key, const int64
     return SDC_OK;
 }
 
+/* patch_size / rope_axes_dim: 2 entries (height, width), or 3 with a
+ * leading frame entry returned in *lead (-1 when absent). */
+static sdc_status_t cfg_axes(const sdc_json_t *doc, const char *key, const int64_t *def,
+                             int64_t hi, int64_t *out, int64_t *lead, sdc_error_t *err)
+{
+    int64_t v[4];
+    size_t n = 0;
+    sdc_status_t st = sdc_json_get_int_array(doc, key, def, 2, v, 4, &n, err);
+    if (st != SDC_OK) return st;
+    if (n != 2 && n != 3)
+        return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
+                             "%s: %s has %zu entries; 2 (height, width) or 3 (frame, height, "
+                             "width) are supported",
+                             doc->path, key, n);
+    for (size_t i = 0; i < n; i++)
+        if (v[i] < 1 || v[i] > hi)
+            return sdc_error_set(err, SDC_ERR_RANGE, "%s: %s[%zu] = %lld is outside [1, %lld]",
+                                 doc->path, key, i, (long long)v[i], (long long)hi);
+    *lead = n == 3 ? v[0] : -1;
+    out[0] = v[n - 2];
+    out[1] = v[n - 1];
+    return SDC_OK;
+}
+
 static sdc_status_t cfg_check_class(const sdc_json_t *doc, sdc_error_t *err)
 {
     const char *cls = NULL;
@@ -136,15 +160,21 @@ static sdc_status_t cfg_rope(sdc_dit_config_t *c, const sdc_json_t *doc, sdc_err
     if (!(c->rope_theta > 1.0 && c->rope_theta < 1e12))
         return sdc_error_set(err, SDC_ERR_RANGE, "%s: rope_theta %g is outside (1, 1e12)",
                              doc->path, c->rope_theta);
-    st = cfg_pair(doc, "rope_axes_dim", def_axes, DIT_MAX_DIM, c->rope_axes_dim, err);
+    int64_t lead = -1;
+    st = cfg_axes(doc, "rope_axes_dim", def_axes, DIT_MAX_DIM, c->rope_axes_dim, &lead, err);
     if (st != SDC_OK) return st;
-    if (c->rope_axes_dim[0] % 2 || c->rope_axes_dim[1] % 2 ||
-        c->rope_axes_dim[0] + c->rope_axes_dim[1] != c->attention_head_dim)
+    /* diffusers: patch_size and rope_dim must have the same length. */
+    if ((lead > 0) != c->patch_3d)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG,
+                             "%s: patch_size and rope_axes_dim must both have 2 or both 3 entries",
+                             doc->path);
+    c->rope_frame_dim = lead > 0 ? lead : 0;
+    if (c->rope_frame_dim % 2 || c->rope_axes_dim[0] % 2 || c->rope_axes_dim[1] % 2 ||
+        c->rope_frame_dim + c->rope_axes_dim[0] + c->rope_axes_dim[1] != c->attention_head_dim)
         return sdc_error_set(err, SDC_ERR_RANGE,
-                             "%s: rope_axes_dim [%lld, %lld] must be even and sum to "
+                             "%s: rope_axes_dim entries must be even and sum to "
                              "attention_head_dim %lld",
-                             doc->path, (long long)c->rope_axes_dim[0],
-                             (long long)c->rope_axes_dim[1], (long long)c->attention_head_dim);
+                             doc->path, (long long)c->attention_head_dim);
     st = sdc_json_get_bool(doc, "sdc_rope_centered", 0, &c->rope_centered, err);
     if (st != SDC_OK) return st;
     c->rope_base_grid[0] = c->rope_base_grid[1] = 0;
@@ -160,12 +190,21 @@ sdc_status_t sdc_dit_config_from_json(sdc_dit_config_t *c, const sdc_json_t *doc
                                       sdc_error_t *err)
 {
     static const int64_t def_patch[2] = {1, 1};
+    int64_t patch_t = -1;
     memset(c, 0, sizeof(*c));
     sdc_status_t st;
     if ((st = cfg_check_class(doc, err)) || (st = cfg_sizes(c, doc, err)) ||
         (st = cfg_mlp(c, doc, err)) ||
-        (st = cfg_pair(doc, "patch_size", def_patch, DIT_MAX_PATCH, c->patch_size, err)) ||
-        (st = sdc_json_get_bool(doc, "guidance_embeds", 0, &c->guidance_embeds, err)) ||
+        (st = cfg_axes(doc, "patch_size", def_patch, DIT_MAX_PATCH, c->patch_size, &patch_t,
+                       err)))
+        return st;
+    if (patch_t > 1)
+        return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
+                             "%s: patch_size has a frame patch of %lld; sdc runs single images "
+                             "(one frame), which need 1",
+                             doc->path, (long long)patch_t);
+    c->patch_3d = patch_t == 1;
+    if ((st = sdc_json_get_bool(doc, "guidance_embeds", 0, &c->guidance_embeds, err)) ||
         (st = sdc_json_get_bool(doc, "use_meanflow", 0, &c->use_meanflow, err)) ||
         (st = cfg_rope(c, doc, err)))
         return st;

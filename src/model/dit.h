@@ -31,13 +31,22 @@ typedef struct {
     int64_t num_attention_heads, attention_head_dim;
     int64_t num_layers, num_single_layers, num_refiner_layers;
     double mlp_ratio;
-    int64_t patch_size[2];
+    int64_t patch_size[2];    /* height, width */
+    /* 1 when patch_size has three entries (frame, height, width), as the
+     * refiner's: sdc runs one frame, so the frame patch must be 1 and the
+     * x_embedder is a Conv3d whose kernel has a single frame. 0: 2-D. */
+    int patch_3d;
     int guidance_embeds;
     int use_meanflow;
     int64_t text_embed_dim;
     int64_t text_embed_2_dim; /* 0: no ByT5 projection (context_embedder_2) */
     double rope_theta;
-    int64_t rope_axes_dim[2];
+    int64_t rope_axes_dim[2]; /* the row and column axes */
+    /* With three rope_axes_dim entries (frame, rows, columns; the refiner's)
+     * the frame axis comes first in each head. One frame sits at frame
+     * position 0, where every angle is 0: cos 1, sin 0, an identity on those
+     * columns. 0 with two entries. */
+    int64_t rope_frame_dim;
     /* Seedream switch (sdc extension key "sdc_rope_centered" in config.json):
      * centre-aligned scaled 2D RoPE; base grid in tokens from
      * "sdc_rope_base_grid" [h, w]. docs/rope.md has the formula. */

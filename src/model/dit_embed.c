@@ -86,12 +86,18 @@ static sdc_status_t x_embed_load(sdc_dit_t *m, sdc_error_t *err)
     const sdc_dit_config_t *c = &m->cfg;
     sdc_dit_linear_t *l = &m->emb.x_embed;
     const int64_t h = m->hidden;
-    const int64_t shape[4] = {h, c->in_channels, c->patch_size[0], c->patch_size[1]};
     /* The conv weight h x C x ph x pw is, row-major, the h x (C*ph*pw) matrix
-     * of a linear layer over patches flattened in (c, i, j) order. */
+     * of a linear layer over patches flattened in (c, i, j) order; a Conv3d
+     * weight h x C x 1 x ph x pw (3-D patches of one frame) is the same
+     * matrix. */
+    const int64_t shape2[4] = {h, c->in_channels, c->patch_size[0], c->patch_size[1]};
+    const int64_t shape3[5] = {h, c->in_channels, 1, c->patch_size[0], c->patch_size[1]};
     l->in = c->in_channels * c->patch_size[0] * c->patch_size[1];
     l->out = h;
-    sdc_status_t st = sdc_weights_load(&m->w, "x_embedder.proj.weight", 4, shape, &l->w.w, err);
+    sdc_status_t st = c->patch_3d ? sdc_weights_load(&m->w, "x_embedder.proj.weight", 5, shape3,
+                                                     &l->w.w, err)
+                                  : sdc_weights_load(&m->w, "x_embedder.proj.weight", 4, shape2,
+                                                     &l->w.w, err);
     if (st != SDC_OK) return st;
     return sdc_weights_load(&m->w, "x_embedder.proj.bias", 1, &h, &l->b, err);
 }

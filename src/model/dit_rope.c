@@ -8,7 +8,8 @@
  * freq_k = 1 / theta^(2k / d), angle = pos * freq_k, then cos/sin,
  * each repeated for the two elements of a pair (repeat_interleave_real).
  * The row axis takes the first rope_axes_dim[0] columns, the column axis
- * the rest. The Seedream centre-aligned mode only changes pos; docs/rope.md
+ * the rest; with a frame axis (rope_frame_dim, the refiner's 3-D RoPE) its
+ * columns come first and hold the identity of frame position 0. The Seedream centre-aligned mode only changes pos; docs/rope.md
  * derives it.
  */
 #include <math.h>
@@ -64,11 +65,11 @@ sdc_status_t sdc_dit_rope_tables(const sdc_dit_config_t *c, int64_t grid_h, int6
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "RoPE tables: grid %lld x %lld",
                              (long long)grid_h, (long long)grid_w);
     const int64_t d0 = c->rope_axes_dim[0], d1 = c->rope_axes_dim[1];
-    const int64_t dh = c->attention_head_dim;
-    if (d0 + d1 != dh || d0 % 2 || d1 % 2)
-        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "RoPE tables: axes dims %lld + %lld "
-                             "do not make head_dim %lld", (long long)d0, (long long)d1,
-                             (long long)dh);
+    const int64_t dt = c->rope_frame_dim, dh = c->attention_head_dim;
+    if (dt + d0 + d1 != dh || dt % 2 || d0 % 2 || d1 % 2)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "RoPE tables: axes dims %lld + %lld + "
+                             "%lld do not make head_dim %lld", (long long)dt, (long long)d0,
+                             (long long)d1, (long long)dh);
     const size_t n_pos = (size_t)(grid_h + grid_w);
     const size_t n_tab = (size_t)(grid_h * (d0 / 2) + grid_w * (d1 / 2));
     float *buf = malloc((n_pos + 2 * n_tab) * sizeof(float));
@@ -87,10 +88,15 @@ sdc_status_t sdc_dit_rope_tables(const sdc_dit_config_t *c, int64_t grid_h, int6
     for (int64_t r = 0; r < grid_h; r++) {
         for (int64_t q = 0; q < grid_w; q++) {
             const int64_t t = r * grid_w + q;
-            scatter_axis(cos_out + t * dh, 0, cr + r * (d0 / 2), d0);
-            scatter_axis(sin_out + t * dh, 0, sr + r * (d0 / 2), d0);
-            scatter_axis(cos_out + t * dh, d0, cc + q * (d1 / 2), d1);
-            scatter_axis(sin_out + t * dh, d0, sc + q * (d1 / 2), d1);
+            /* The frame axis at position 0: cos(0) = 1, sin(0) = 0. */
+            for (int64_t k = 0; k < dt; k++) {
+                cos_out[t * dh + k] = 1.0f;
+                sin_out[t * dh + k] = 0.0f;
+            }
+            scatter_axis(cos_out + t * dh, dt, cr + r * (d0 / 2), d0);
+            scatter_axis(sin_out + t * dh, dt, sr + r * (d0 / 2), d0);
+            scatter_axis(cos_out + t * dh, dt + d0, cc + q * (d1 / 2), d1);
+            scatter_axis(sin_out + t * dh, dt + d0, sc + q * (d1 / 2), d1);
         }
     }
     free(buf);

@@ -45,15 +45,14 @@ static char *path_join(const char *a, const char *b)
     return s;
 }
 
-/* model_index.json must name the HunyuanImage pipeline and the component
- * classes sdc implements; anything else is another architecture. */
-static sdc_status_t check_model_index(const char *model_dir, sdc_error_t *err)
+sdc_status_t sdc_pipeline_check_index(const char *model_dir, const char *pipeline_class,
+                                      const char *vae_class, sdc_error_t *err)
 {
-    static const struct {
+    const struct {
         const char *key, *cls;
     } expected[] = {
         {"transformer", "HunyuanImageTransformer2DModel"},
-        {"vae", "AutoencoderKLHunyuanImage"},
+        {"vae", vae_class},
         {"scheduler", "FlowMatchEulerDiscreteScheduler"},
     };
     sdc_json_t doc;
@@ -65,11 +64,10 @@ static sdc_status_t check_model_index(const char *model_dir, sdc_error_t *err)
     const char *cls = NULL;
     st = sdc_json_get_string(&doc, "_class_name", NULL, &cls, err);
     if (st != SDC_OK) goto out;
-    if (!cls || strcmp(cls, "HunyuanImagePipeline") != 0) {
+    if (!cls || strcmp(cls, pipeline_class) != 0) {
         st = sdc_error_set(err, SDC_ERR_UNSUPPORTED,
-                           "%s: model_index.json: _class_name is '%s', sdc runs "
-                           "'HunyuanImagePipeline' models",
-                           model_dir, cls ? cls : "(missing)");
+                           "%s: model_index.json: _class_name is '%s', expected '%s' here",
+                           model_dir, cls ? cls : "(missing)", pipeline_class);
         goto out;
     }
     for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
@@ -120,7 +118,8 @@ sdc_status_t sdc_pipeline_open(sdc_pipeline_t **out, sdc_backend_t *be, const ch
     char *sub = NULL;
     if (!dir_exists(model_dir))
         return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: model directory not found", model_dir);
-    st = check_model_index(model_dir, err);
+    st = sdc_pipeline_check_index(model_dir, "HunyuanImagePipeline", "AutoencoderKLHunyuanImage",
+                                  err);
     if (st != SDC_OK) return st;
 
     sdc_pipeline_t *p = calloc(1, sizeof(*p));
@@ -225,40 +224,56 @@ int sdc_text_cond_has_glyph(const sdc_text_cond_t *c, int64_t dim_2)
     return 0;
 }
 
-sdc_status_t sdc_denoise_init(sdc_denoise_t *d, const sdc_pipeline_t *p,
-                              const sdc_gen_params_t *gp, int has_glyph, const float *noise,
-                              sdc_error_t *err)
+sdc_status_t sdc_denoise_setup(sdc_denoise_t *d, const sdc_dit_config_t *dc,
+                               const sdc_sched_config_t *sched, const sdc_guider_config_t *guider,
+                               int64_t h, int64_t w, int64_t cond_channels,
+                               const sdc_gen_params_t *gp, const float *noise, sdc_error_t *err)
 {
-    const sdc_dit_config_t *dc = sdc_dit_config(p->dit);
-    int64_t f = sdc_vae_config(p->vae)->spatial_compression_ratio;
-    sdc_status_t st = sdc_pipeline_check_params(p, gp, err);
-    if (st != SDC_OK) return st;
     memset(d, 0, sizeof(*d));
-    d->channels = dc->in_channels;
-    d->h = gp->height / f;
-    d->w = gp->width / f;
+    if (dc->out_channels + cond_channels != dc->in_channels)
+        return sdc_error_set(err, SDC_ERR_SHAPE,
+                             "the transformer takes %lld channels, not its %lld output channels "
+                             "plus %lld conditioning channels",
+                             (long long)dc->in_channels, (long long)dc->out_channels,
+                             (long long)cond_channels);
+    d->channels = dc->out_channels;
+    d->cond_channels = cond_channels;
+    d->h = h;
+    d->w = w;
     d->n_steps = gp->steps;
     d->use_meanflow = dc->use_meanflow;
     d->guidance_embeds = dc->guidance_embeds;
     /* torch.tensor([scale], dtype=float32) * 1000.0: rounded to float, then
      * multiplied in float. */
     d->guidance = (float)gp->distilled_guidance_scale * 1000.0f;
+    d->guider = guider;
 
-    d->guider = sdc_guider_select(&p->guider, &p->ocr_guider, has_glyph);
-
-    int64_t n = d->channels * d->h * d->w;
-    d->latent = malloc((size_t)n * sizeof(float));
+    int64_t n = d->channels * h * w;
+    d->latent = calloc((size_t)(dc->in_channels * h * w), sizeof(float));
     if (!d->latent) return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory for the latent");
     if (noise)
         memcpy(d->latent, noise, (size_t)n * sizeof(float));
     else
         sdc_philox_normal(gp->seed, 0, d->latent, n);
-    st = sdc_schedule_make(&p->sched, gp->steps, &d->schedule, err);
+    sdc_status_t st = sdc_schedule_make(sched, gp->steps, &d->schedule, err);
     if (st != SDC_OK) {
         free(d->latent);
         d->latent = NULL;
     }
     return st;
+}
+
+sdc_status_t sdc_denoise_init(sdc_denoise_t *d, const sdc_pipeline_t *p,
+                              const sdc_gen_params_t *gp, int has_glyph, const float *noise,
+                              sdc_error_t *err)
+{
+    int64_t f = sdc_vae_config(p->vae)->spatial_compression_ratio;
+    memset(d, 0, sizeof(*d));
+    sdc_status_t st = sdc_pipeline_check_params(p, gp, err);
+    if (st != SDC_OK) return st;
+    return sdc_denoise_setup(d, sdc_dit_config(p->dit), &p->sched,
+                             sdc_guider_select(&p->guider, &p->ocr_guider, has_glyph),
+                             gp->height / f, gp->width / f, 0, gp, noise, err);
 }
 
 void sdc_denoise_free(sdc_denoise_t *d)
@@ -329,7 +344,7 @@ void sdc_denoise_dit_input(const sdc_denoise_t *d, const sdc_text_cond_t *text, 
 }
 
 /* One DiT pass (embed -> all blocks -> head) for one conditioning. */
-static sdc_status_t dit_pass(sdc_pipeline_t *p, const sdc_denoise_t *d,
+static sdc_status_t dit_pass(sdc_dit_t *dit, const sdc_denoise_t *d,
                              const sdc_text_cond_t *text, int trim, float *pred,
                              sdc_gen_timing_t *t, sdc_error_t *err)
 {
@@ -337,14 +352,14 @@ static sdc_status_t dit_pass(sdc_pipeline_t *p, const sdc_denoise_t *d,
     sdc_dit_sample_t s;
     double t0 = sdc_now();
     sdc_denoise_dit_input(d, text, trim, &in);
-    sdc_status_t st = sdc_dit_embed(p->dit, &in, &s, err);
+    sdc_status_t st = sdc_dit_embed(dit, &in, &s, err);
     if (st != SDC_OK) return st;
     double t1 = sdc_now();
-    st = sdc_dit_run_blocks(p->dit, &s, 1, 0, sdc_dit_total_blocks(sdc_dit_config(p->dit)), err);
+    st = sdc_dit_run_blocks(dit, &s, 1, 0, sdc_dit_total_blocks(sdc_dit_config(dit)), err);
     double t2 = sdc_now();
-    if (st == SDC_OK) st = sdc_dit_head(p->dit, &s, pred, err);
+    if (st == SDC_OK) st = sdc_dit_head(dit, &s, pred, err);
     double t3 = sdc_now();
-    sdc_dit_sample_free(p->dit, &s);
+    sdc_dit_sample_free(dit, &s);
     t->embed_s += t1 - t0;
     t->blocks_s += t2 - t1;
     t->head_s += t3 - t2;
@@ -356,12 +371,19 @@ sdc_status_t sdc_pipeline_step(sdc_pipeline_t *p, sdc_denoise_t *d, const sdc_te
                                const sdc_text_cond_t *neg, int trim_text, float *pred_cond,
                                float *pred_uncond, sdc_gen_timing_t *t, sdc_error_t *err)
 {
+    return sdc_denoise_step(p->dit, d, pos, neg, trim_text, pred_cond, pred_uncond, t, err);
+}
+
+sdc_status_t sdc_denoise_step(sdc_dit_t *dit, sdc_denoise_t *d, const sdc_text_cond_t *pos,
+                              const sdc_text_cond_t *neg, int trim_text, float *pred_cond,
+                              float *pred_uncond, sdc_gen_timing_t *t, sdc_error_t *err)
+{
     int passes = sdc_denoise_passes(d);
     if (passes > 1 && !neg)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG,
                              "the model's guider needs negative (unconditional) embeddings");
-    sdc_status_t st = dit_pass(p, d, pos, trim_text, pred_cond, t, err);
-    if (st == SDC_OK && passes > 1) st = dit_pass(p, d, neg, trim_text, pred_uncond, t, err);
+    sdc_status_t st = dit_pass(dit, d, pos, trim_text, pred_cond, t, err);
+    if (st == SDC_OK && passes > 1) st = dit_pass(dit, d, neg, trim_text, pred_uncond, t, err);
     if (st != SDC_OK) return st;
     double g0 = sdc_now();
     st = sdc_denoise_update(d, pred_cond, passes > 1 ? pred_uncond : NULL, err);

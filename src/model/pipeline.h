@@ -54,6 +54,11 @@ typedef struct {
     sdc_guider_config_t ocr_guider; /* kind NONE when the model has none */
 } sdc_pipeline_t;
 
+/* model_index.json of model_dir must name pipeline_class, the transformer
+ * HunyuanImageTransformer2DModel, the VAE vae_class and the scheduler
+ * FlowMatchEulerDiscreteScheduler; the error names what differs. */
+sdc_status_t sdc_pipeline_check_index(const char *model_dir, const char *pipeline_class,
+                                      const char *vae_class, sdc_error_t *err);
 /* Checks model_index.json and loads transformer/, vae/, scheduler/, guider/,
  * ocr_guider/. */
 sdc_status_t sdc_pipeline_open(sdc_pipeline_t **out, sdc_backend_t *be, const char *model_dir,
@@ -75,8 +80,13 @@ sdc_status_t sdc_pipeline_check_params(const sdc_pipeline_t *p, const sdc_gen_pa
 /* Per-job denoising state. */
 typedef struct {
     int64_t channels, h, w;   /* latent shape */
+    /* Image-conditioning planes (the refiner's cond_latents) stored after
+     * the channels of the latent in `latent`, so that `latent` is the DiT's
+     * whole input (torch.cat([latents, cond_latents], dim=1)); they never
+     * change. 0 for text-to-image. */
+    int64_t cond_channels;
     int step, n_steps;
-    float *latent;            /* channels * h * w, host */
+    float *latent;            /* (channels + cond_channels) * h * w, host */
     sdc_schedule_t schedule;
     const sdc_guider_config_t *guider; /* NULL: no guidance (one pass) */
     sdc_guider_state_t guider_state;
@@ -91,6 +101,16 @@ typedef struct {
 sdc_status_t sdc_denoise_init(sdc_denoise_t *d, const sdc_pipeline_t *p,
                               const sdc_gen_params_t *gp, int has_glyph, const float *noise,
                               sdc_error_t *err);
+/* The model-independent part of sdc_denoise_init, for pipelines with
+ * another VAE (the refiner): a latent of dc->out_channels x h x w (noise,
+ * or Philox stream 0 of gp->seed when NULL) followed by cond_channels
+ * zeroed planes the caller fills; dc->in_channels must be their sum.
+ * guider: NULL for one conditional pass. gp->steps and
+ * gp->distilled_guidance_scale are used as given. */
+sdc_status_t sdc_denoise_setup(sdc_denoise_t *d, const sdc_dit_config_t *dc,
+                               const sdc_sched_config_t *sched, const sdc_guider_config_t *guider,
+                               int64_t h, int64_t w, int64_t cond_channels,
+                               const sdc_gen_params_t *gp, const float *noise, sdc_error_t *err);
 void sdc_denoise_free(sdc_denoise_t *d);
 /* 1 or 2 DiT passes (cond, then uncond) at the current step. */
 int sdc_denoise_passes(const sdc_denoise_t *d);
@@ -132,6 +152,10 @@ sdc_status_t sdc_pipeline_step(sdc_pipeline_t *p, sdc_denoise_t *d, const sdc_te
                                const sdc_text_cond_t *neg, int trim_text, float *pred_cond,
                                float *pred_uncond, sdc_gen_timing_t *t, sdc_error_t *err);
 
+/* sdc_pipeline_step with the transformer given (any pipeline's DiT). */
+sdc_status_t sdc_denoise_step(sdc_dit_t *dit, sdc_denoise_t *d, const sdc_text_cond_t *pos,
+                              const sdc_text_cond_t *neg, int trim_text, float *pred_cond,
+                              float *pred_uncond, sdc_gen_timing_t *t, sdc_error_t *err);
 /* Latent (already final) -> RGB8 via the VAE, dividing by scaling_factor as
  * the pipeline does. decoded_out (optional, malloc'd) gets the raw VAE output. */
 sdc_status_t sdc_pipeline_decode(sdc_pipeline_t *p, const float *latent, int64_t h, int64_t w,

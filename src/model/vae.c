@@ -429,14 +429,13 @@ void sdc_vae_group_norm(sdc_vae_t *v, float *y, const float *x, const float *gam
     v->be->ops->group_norm(v->be, y, x, gamma, beta, C, HW, SDC_VAE_GROUPS, SDC_VAE_EPS);
 }
 
-/* repeat_interleave(x, rep, dim=0) of x: C x HW into y: (C * rep) x HW. */
-static void vae_repeat_interleave(sdc_vae_t *v, float *y, const float *x, int64_t C, int64_t rep,
-                                  int64_t HW)
+void sdc_vae_repeat_interleave(sdc_backend_t *be, float *y, const float *x, int64_t C,
+                               int64_t rep, int64_t HW)
 {
     const int64_t shape[3] = {C, rep, HW};
     const int64_t dst[3] = {rep * HW, HW, 1};
     const int64_t src[3] = {HW, 0, 1};
-    v->be->ops->copy_strided(v->be, y, x, 3, shape, dst, src);
+    be->ops->copy_strided(be, y, x, 3, shape, dst, src);
 }
 
 /* x + conv2(silu(norm2(conv1(silu(norm1(x)))))). */
@@ -503,7 +502,7 @@ static sdc_status_t vae_upsample(sdc_vae_t *v, const sdc_vae_layer_t *l, sdc_vae
     op->conv2d(v->be, bufs->t, bufs->cur, l->conv_w, l->conv_b, cin, H, W, 4 * cout, 3, 3, 1, 1);
     bufs->a = sdc_vae_alloc(v, n);
     if (!bufs->a) goto err_nomem;
-    vae_repeat_interleave(v, bufs->a, bufs->cur, cin, 4 * cout / cin, HW);
+    sdc_vae_repeat_interleave(v->be, bufs->a, bufs->cur, cin, 4 * cout / cin, HW);
     sdc_vae_release(v, &bufs->cur);
     op->add(v->be, bufs->t, bufs->t, bufs->a, n);
     op->copy_strided(v->be, bufs->a, bufs->t, 5, shape, dst, src);
@@ -550,7 +549,7 @@ sdc_status_t sdc_vae_decode(sdc_vae_t *v, const float *latent, int64_t h, int64_
     if (!bufs.t || !bufs.cur || !bufs.a) goto err_nomem;
     op->upload(v->be, bufs.t, latent, (size_t)(cz * H * W) * sizeof(float));
     op->conv2d(v->be, bufs.cur, bufs.t, v->conv_in_w, v->conv_in_b, cz, H, W, C, 3, 3, 1, 1);
-    vae_repeat_interleave(v, bufs.a, bufs.t, cz, C / cz, H * W);
+    sdc_vae_repeat_interleave(v->be, bufs.a, bufs.t, cz, C / cz, H * W);
     sdc_vae_release(v, &bufs.t);
     op->add(v->be, bufs.cur, bufs.cur, bufs.a, C * H * W);
     bufs.b = sdc_vae_alloc(v, C * H * W);

@@ -166,14 +166,11 @@ void sdc_vae_encoder_free(sdc_vae_t *v)
     v->enc = NULL;
 }
 
-/* y[0 .. n) = (sum over j < g of p[j * n + i]) / g, added to y:
- * y = y + sum / g, the "h + shortcut.mean()" of both group averages. p is
- * summed in place. */
-static void enc_add_group_mean(sdc_vae_t *v, float *y, float *p, int64_t g, int64_t n)
+void sdc_vae_add_group_mean(sdc_backend_t *be, float *y, float *p, int64_t g, int64_t n)
 {
-    const sdc_backend_ops_t *op = v->be->ops;
-    for (int64_t j = 1; j < g; j++) op->add(v->be, p, p, p + j * n, n);
-    op->axpby(v->be, y, 1.0f, y, 1.0f / (float)g, p, n);
+    const sdc_backend_ops_t *op = be->ops;
+    for (int64_t j = 1; j < g; j++) op->add(be, p, p, p + j * n, n);
+    op->axpby(be, y, 1.0f, y, 1.0f / (float)g, p, n);
 }
 
 /* HunyuanImageDownsample, cin x H x W -> cout x H/2 x W/2:
@@ -212,7 +209,7 @@ static sdc_status_t enc_downsample(sdc_vae_t *v, const sdc_vae_layer_t *l, sdc_v
     if (!bufs->t) goto err_nomem;
     op->copy_strided(v->be, bufs->t, bufs->cur, 6, s_shape, s_dst, s_src);
     sdc_vae_release(v, &bufs->cur);
-    enc_add_group_mean(v, bufs->a, bufs->t, g, n);
+    sdc_vae_add_group_mean(v->be, bufs->a, bufs->t, g, n);
     sdc_vae_release(v, &bufs->t);
     bufs->cur = bufs->a;
     bufs->a = sdc_vae_alloc(v, n);
@@ -261,7 +258,7 @@ static void enc_head(sdc_vae_t *v, sdc_vae_bufs_t *bufs, int64_t C, int64_t H, i
     op->silu(v->be, bufs->b, bufs->b, C * HW);
     op->conv2d(v->be, bufs->cur, bufs->b, e->conv_out_w, e->conv_out_b, C, H, W, z2, 3, 3, 1,
                1);
-    enc_add_group_mean(v, bufs->cur, bufs->a, g, z2 * HW);
+    sdc_vae_add_group_mean(v->be, bufs->cur, bufs->a, g, z2 * HW);
 }
 
 sdc_status_t sdc_vae_encode(sdc_vae_t *v, const float *image, int64_t H, int64_t W, float *mean,

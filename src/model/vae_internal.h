@@ -98,4 +98,14 @@ sdc_status_t sdc_vae_load_norm(sdc_weights_t *w, float **gamma, float **beta, in
 
 void sdc_vae_encoder_free(sdc_vae_t *v);
 
+/* Layers whose math both VAEs share (vae_refiner.c too), on backend buffers. */
+/* repeat_interleave(x, rep, dim=0) of x: C x HW into y: (C * rep) x HW. */
+void sdc_vae_repeat_interleave(sdc_backend_t *be, float *y, const float *x, int64_t C,
+                               int64_t rep, int64_t HW);
+/* y[0 .. n) += (sum over j < g of p[j * n + i]) / g: the "h +
+ * shortcut.mean()" of the group-averaged shortcuts. p is summed in place.
+ * The sum in channel order times 1 / g is torch's mean bit for bit when g
+ * is a power of two, within one rounding otherwise. */
+void sdc_vae_add_group_mean(sdc_backend_t *be, float *y, float *p, int64_t g, int64_t n);
+
 #endif

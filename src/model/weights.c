@@ -224,6 +224,52 @@ sdc_status_t sdc_weights_loadf_opt(sdc_weights_t *w, int ndim, const int64_t *sh
     return st;
 }
 
+sdc_status_t sdc_weights_read_host(const sdc_weights_t *w, const char *name, int ndim,
+                                   const int64_t *shape, float **out, sdc_error_t *err)
+{
+    *out = NULL;
+    const sdc_st_file_t *f;
+    const sdc_st_entry_t *e = sdc_st_set_find(&w->st, name, &f);
+    if (!e)
+        return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: tensor '%s' not found", w->label, name);
+    sdc_status_t st = check_shape(w, name, e, ndim, shape, err);
+    if (st != SDC_OK)
+        return st;
+    if (e->dtype != SDC_DTYPE_F32 && e->dtype != SDC_DTYPE_F16 && e->dtype != SDC_DTYPE_BF16)
+        return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
+                             "%s: '%s' is stored as %s; weights must be F32, F16 or BF16",
+                             w->label, name, sdc_dtype_name(e->dtype));
+    sdc_tensor_t view;
+    sdc_st_view(f, e, &view);
+    int64_t numel = sdc_shape_numel(e->ndim, e->shape);
+    float *buf = malloc((size_t)(numel ? numel : 1) * sizeof(float));
+    if (!buf)
+        return sdc_error_set(err, SDC_ERR_NOMEM, "%s: out of memory reading '%s'", w->label, name);
+    sdc_convert_to_f32(buf, view.data, e->dtype, numel);
+    *out = buf;
+    return SDC_OK;
+}
+
+sdc_status_t sdc_weights_upload(sdc_weights_t *w, const float *host, int64_t n, float **out,
+                                sdc_error_t *err)
+{
+    *out = NULL;
+    sdc_status_t st = owned_reserve(w, err);
+    if (st != SDC_OK)
+        return st;
+    size_t bytes = (size_t)n * sizeof(float);
+    float *buf = w->be->ops->alloc(w->be, bytes ? bytes : sizeof(float));
+    if (!buf)
+        return sdc_error_set(err, SDC_ERR_NOMEM, "%s: cannot allocate %zu bytes", w->label, bytes);
+    w->be->ops->upload(w->be, buf, host, bytes);
+    w->be->ops->sync(w->be);
+    w->owned[w->n_owned++] = buf;
+    w->bytes_loaded += bytes;
+    w->n_loaded++;
+    *out = buf;
+    return SDC_OK;
+}
+
 sdc_status_t sdc_weights_gather_rows(const sdc_weights_t *w, const char *name, const int32_t *ids,
                                      int64_t n, int64_t dim, float *out, sdc_error_t *err)
 {

@@ -57,6 +57,15 @@ sdc_status_t sdc_weights_load_linearf(sdc_weights_t *w, int64_t N, int64_t K,
                                       sdc_linear_w_t *out, sdc_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/* For weights that are transformed before use (summed, selected): `name`,
+ * checked as sdc_weights_load does, as float32 in a malloc'd host array
+ * (*out; the caller frees it). */
+sdc_status_t sdc_weights_read_host(const sdc_weights_t *w, const char *name, int ndim,
+                                   const int64_t *shape, float **out, sdc_error_t *err);
+/* Uploads host[0..n) into a new backend buffer owned by w (freed on close). */
+sdc_status_t sdc_weights_upload(sdc_weights_t *w, const float *host, int64_t n, float **out,
+                                sdc_error_t *err);
+
 /* Rows ids[0..n) of the 2-D tensor `name` ([rows, dim], F32/F16/BF16), as
  * float32 into host memory out (n x dim), read straight from the mapping:
  * an embedding lookup that never converts or uploads the whole table. An

@@ -59,6 +59,7 @@ def philox4x32_10(ctr, key):
 
 STREAM_LATENT = 0
 STREAM_VAE_POSTERIOR = 1
+STREAM_REFINER_COND = 2
 
 
 def philox_uniform_u32(seed, nblocks, first_block=0, stream=STREAM_LATENT):

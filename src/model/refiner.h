@@ -1,0 +1,124 @@
+/*
+ * refiner.h: the HunyuanImage-2.1 refiner, HunyuanImageRefinerPipeline
+ * semantics in one process: an image (or its latents) + text conditioning
+ * -> a refined image. This is the engine API a cluster role calls; the
+ * denoising steps are pipeline.c's (sdc_denoise_step) on the refiner's own
+ * transformer, the VAE is vae_refiner.c's.
+ *
+ * A refiner model directory is a diffusers layout of its own:
+ * model_index.json with _class_name HunyuanImageRefinerPipeline,
+ * transformer/ (HunyuanImageTransformer2DModel taking 2 x its output
+ * channels: the noisy latents and the image latents, concatenated),
+ * vae/ (AutoencoderKLHunyuanImageRefiner), scheduler/
+ * (FlowMatchEulerDiscreteScheduler), optional guider/. Its text encoder is
+ * not run here: the conditioning comes in as embeddings.
+ *
+ * What one run computes (pipeline_hunyuanimage_refiner.py):
+ *   1. image: RGB8 -> 2 * (u / 255) - 1 at its own size (preprocess; sdc
+ *      does not resample: diffusers would resize to height x width with
+ *      PIL's Lanczos, which is the identity when the sizes agree).
+ *   2. z = VAE posterior sample (mean + exp(0.5 logvar) * eps, eps = Philox
+ *      stream 1 of the seed), latent_channels x h x w.
+ *   3. image_latents = cat([z, z]) * scaling_factor: _reorder_image_tokens
+ *      of one frame puts the frame twice along channels.
+ *   4. latents = Philox stream 0 (2 latent_channels x h x w);
+ *      cond_latents = s * noise + (1 - s) * image_latents with noise =
+ *      Philox stream 2 and s = cond_strength (prepare_latents' strength,
+ *      0.25 in diffusers, not a __call__ argument there).
+ *   5. steps: sigmas linspace(1, 0, N + 1)[:-1] through the scheduler (the
+ *      whole schedule: the refiner starts from pure noise, the image enters
+ *      as conditioning), DiT on cat([latents, cond_latents]) with guidance
+ *      = distilled_guidance_scale * 1000, the guider (none: one pass), the
+ *      Euler step.
+ *   6. decode: _restore_image_tokens_order keeps the second frame, i.e.
+ *      channels [latent_channels, 2 latent_channels) of the final latents,
+ *      divided by scaling_factor, through the VAE decoder, then to RGB8.
+ */
+#ifndef SDC_REFINER_H
+#define SDC_REFINER_H
+
+#include <stdint.h>
+
+#include "../backend/backend.h"
+#include "../common/philox.h"
+#include "../common/status.h"
+#include "dit.h"
+#include "guider.h"
+#include "pipeline.h"
+#include "scheduler.h"
+#include "vae_refiner.h"
+
+/* Philox stream of the noise blended into the image latents (step 4). */
+#define SDC_PHILOX_STREAM_REFINER_COND 2u
+
+typedef struct {
+    int steps;                       /* default 4, the pipeline's */
+    uint64_t seed;                   /* Philox seed of all three draws */
+    double distilled_guidance_scale; /* default 3.25 */
+    double cond_strength;            /* 0 .. 1, default 0.25 */
+    int trim_text;                   /* 1 (default): drop padded text tokens */
+} sdc_refiner_params_t;
+
+void sdc_refiner_params_default(sdc_refiner_params_t *p);
+
+typedef struct {
+    char *model_dir;
+    sdc_backend_t *be;
+    sdc_dit_t *dit;            /* all blocks */
+    sdc_vae_refiner_t *vae;    /* encoder and decoder */
+    sdc_sched_config_t sched;
+    sdc_guider_config_t guider; /* kind NONE when the model has none */
+} sdc_refiner_t;
+
+/* Checks model_index.json (a base HunyuanImagePipeline directory, or any
+ * other class, is refused by name) and loads transformer/, vae/,
+ * scheduler/ and guider/; the transformer must take twice the channels it
+ * outputs, and output 2 x the VAE's latent_channels. */
+sdc_status_t sdc_refiner_open(sdc_refiner_t **out, sdc_backend_t *be, const char *model_dir,
+                              sdc_error_t *err);
+void sdc_refiner_free(sdc_refiner_t *r);
+
+/* Image sizes must be positive multiples of the VAE factor times the patch
+ * size, at most SDC_MAX_IMAGE_SIDE per side; steps 1 .. 1000; strength in
+ * [0, 1]; guidance in (0, 1000) for guidance-embedding transformers. */
+sdc_status_t sdc_refiner_check(const sdc_refiner_t *r, int width, int height,
+                               const sdc_refiner_params_t *rp, sdc_error_t *err);
+
+/* Steps 1-3: image_latents (2 latent_channels x height/f x width/f, host)
+ * of an RGB8 image (height x width x 3), posterior noise from seed. */
+sdc_status_t sdc_refiner_encode_image(sdc_refiner_t *r, const uint8_t *rgb, int width,
+                                      int height, uint64_t seed, float *image_latents,
+                                      sdc_error_t *err);
+
+/* Step 4 into a fresh denoising state (free with sdc_denoise_free):
+ * d->latent holds the noise and, after it, cond_latents. noise: NULL for
+ * Philox stream 0 of rp->seed. h, w: latent size. */
+sdc_status_t sdc_refiner_denoise_init(sdc_denoise_t *d, const sdc_refiner_t *r,
+                                      const sdc_refiner_params_t *rp, const float *image_latents,
+                                      int64_t h, int64_t w, const float *noise, sdc_error_t *err);
+
+/* Step 6: final latents (2 latent_channels x h x w) -> RGB8 (malloc'd,
+ * (h*f) x (w*f) x 3); decoded_out (optional, malloc'd) gets the raw VAE
+ * output (3 x H x W). */
+sdc_status_t sdc_refiner_decode(sdc_refiner_t *r, const float *latent, int64_t h, int64_t w,
+                                uint8_t **rgb_out, float **decoded_out, sdc_error_t *err);
+
+/* Steps 4-6 from image latents (h x w latent pixels). neg: NULL unless the
+ * model's guider makes an unconditional pass. latent_out (optional,
+ * malloc'd): the final latents. timing->vae_s counts decoding. */
+sdc_status_t sdc_refiner_run_latents(sdc_refiner_t *r, const sdc_refiner_params_t *rp,
+                                     const float *image_latents, int64_t h, int64_t w,
+                                     const sdc_text_cond_t *pos, const sdc_text_cond_t *neg,
+                                     sdc_progress_fn progress, void *progress_ctx,
+                                     uint8_t **rgb_out, float **latent_out,
+                                     sdc_gen_timing_t *timing, sdc_error_t *err);
+
+/* The whole refiner on an RGB8 image (width x height, the output size):
+ * steps 1-6. timing->vae_s counts encoding and decoding. */
+sdc_status_t sdc_refiner_run(sdc_refiner_t *r, const sdc_refiner_params_t *rp, const uint8_t *rgb,
+                             int width, int height, const sdc_text_cond_t *pos,
+                             const sdc_text_cond_t *neg, sdc_progress_fn progress,
+                             void *progress_ctx, uint8_t **rgb_out, float **latent_out,
+                             sdc_gen_timing_t *timing, sdc_error_t *err);
+
+#endif
