@@ -125,19 +125,13 @@ static sdc_status_t copy_to_device(sdc_weights_t *w, const char *name, float *ds
     return SDC_OK;
 }
 
-static sdc_status_t weights_load(sdc_weights_t *w, const char *name, int ndim,
-                                 const int64_t *shape, int optional, float **out,
-                                 sdc_error_t *err)
+/* A tensor that can be loaded: present, of this exact shape, float-typed. */
+static sdc_status_t check_entry(const sdc_weights_t *w, const char *name,
+                                const sdc_st_entry_t *e, int ndim, const int64_t *shape,
+                                sdc_error_t *err)
 {
-    *out = NULL;
-    const sdc_st_file_t *f;
-    const sdc_st_entry_t *e = sdc_st_set_find(&w->st, name, &f);
-    if (!e) {
-        if (optional)
-            return SDC_OK;
-        return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: tensor '%s' not found", w->label,
-                             name);
-    }
+    if (!e)
+        return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: tensor '%s' not found", w->label, name);
     sdc_status_t st = check_shape(w, name, e, ndim, shape, err);
     if (st != SDC_OK)
         return st;
@@ -145,6 +139,21 @@ static sdc_status_t weights_load(sdc_weights_t *w, const char *name, int ndim,
         return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
                              "%s: '%s' is stored as %s; weights must be F32, F16 or BF16",
                              w->label, name, sdc_dtype_name(e->dtype));
+    return SDC_OK;
+}
+
+static sdc_status_t weights_load(sdc_weights_t *w, const char *name, int ndim,
+                                 const int64_t *shape, int optional, float **out,
+                                 sdc_error_t *err)
+{
+    *out = NULL;
+    const sdc_st_file_t *f;
+    const sdc_st_entry_t *e = sdc_st_set_find(&w->st, name, &f);
+    if (!e && optional)
+        return SDC_OK;
+    sdc_status_t st = check_entry(w, name, e, ndim, shape, err);
+    if (st != SDC_OK)
+        return st;
 
     sdc_tensor_t view;
     sdc_st_view(f, e, &view);
@@ -230,15 +239,9 @@ sdc_status_t sdc_weights_read_host(const sdc_weights_t *w, const char *name, int
     *out = NULL;
     const sdc_st_file_t *f;
     const sdc_st_entry_t *e = sdc_st_set_find(&w->st, name, &f);
-    if (!e)
-        return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: tensor '%s' not found", w->label, name);
-    sdc_status_t st = check_shape(w, name, e, ndim, shape, err);
+    sdc_status_t st = check_entry(w, name, e, ndim, shape, err);
     if (st != SDC_OK)
         return st;
-    if (e->dtype != SDC_DTYPE_F32 && e->dtype != SDC_DTYPE_F16 && e->dtype != SDC_DTYPE_BF16)
-        return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
-                             "%s: '%s' is stored as %s; weights must be F32, F16 or BF16",
-                             w->label, name, sdc_dtype_name(e->dtype));
     sdc_tensor_t view;
     sdc_st_view(f, e, &view);
     int64_t numel = sdc_shape_numel(e->ndim, e->shape);
