@@ -3,7 +3,7 @@
  * "Redis schema"). Key names below omit the configurable prefix ("sdc:").
  *
  *   jobs              stream, group "coordinators": entries {id, attempt, params}
- *   job:<id>          hash: state, attempt, step, steps, params, pipeline, owner,
+ *   job:<id>          hash: state, attempt, step, steps (that run), params, pipeline, owner,
  *                     entry (the stream entry of the current attempt), error,
  *                     result, created_ms, updated_ms, <state>_ms
  *   job:<id>:events   stream capped near events_maxlen: {state, attempt, step,
