@@ -1265,6 +1265,7 @@ static void test_image_jobs(void)
     CHECK(ttl > 6 * 24 * 3600 * 1000LL && ttl <= cmd_int(r, "PTTL %s", "sdc:job:im-1", NULL) + 1000);
     free(e.params_json);
 
+    sdc_job_params_free(&p);
     params_set(&p, "im-2", "x", 4);
     p.width = p.height = 0;
     CHECK_EQ_INT(sdc_job_params_set_image(&p, &img, &err), SDC_OK);
