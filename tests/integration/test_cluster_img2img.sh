@@ -105,18 +105,21 @@ EOF
     N_NODES=$(($3 + 3))
 }
 declare -A NODE_PID
-# start NAME NODE: one node in the background.
+# start NAME NODE [ARGS...]: one node in the background.
 start() {
-    local bin=sdc-worker
-    [ "$2" = 0 ] && bin=sdc-coordinator
-    "$BIN/$bin" --cluster "$T/$1.json" --node "$2" --threads 1 --peer-timeout 20 \
-        --drain-timeout 20 --job-timeout 20 >>"$T/$1.$2.log" 2>&1 &
-    NODE_PID[$1.$2]=$!
+    local name=$1 node=$2 bin=sdc-worker
+    shift 2
+    [ "$node" = 0 ] && bin=sdc-coordinator
+    "$BIN/$bin" --cluster "$T/$name.json" --node "$node" --threads 1 --peer-timeout 20 \
+        --drain-timeout 20 --job-timeout 20 "$@" >>"$T/$name.$node.log" 2>&1 &
+    NODE_PID[$name.$node]=$!
     PIDS+=($!)
 }
+# start_all NAME [ARGS...]: every node.
 start_all() {
-    local i
-    for i in $(seq 0 $((N_NODES - 1))); do start "$1" "$i"; done
+    local name=$1 i
+    shift
+    for i in $(seq 0 $((N_NODES - 1))); do start "$name" "$i" "$@"; done
 }
 # stop_all NAME CASE: coordinator first, then the workers; all must exit 0.
 stop_all() {
@@ -158,7 +161,7 @@ same() {
 
 for S in 1 2 3; do
     cluster "s$S" "s$S:" "$S"
-    start_all "s$S"
+    start_all "s$S" --log-level debug
     rc=$(submit "s$S:" "$T/mixed.jsonl" "$T/out$S" --wait -T 60)
     if [ "$rc" = 0 ]; then
         same "stages_${S}_identical" "$T/out$S" "${MIXED[@]}"
@@ -167,6 +170,14 @@ for S in 1 2 3; do
     fi
     stop_all "s$S" "stages_${S}_stop"
 done
+# Stage 0 of the 3-stage ring sent an image job's step-0 sample (with its
+# image latents) in one micro-batch with another job's sample.
+if grep -E "micro-batch of [2-9]" "$T/s3.2.log" | grep -E " i[0-9]/(cond|uncond)/0( |$)" |
+    awk '{ delete j; n = 0; for (i = 1; i <= NF; i++) if ($i ~ /\//) { split($i, p, "/"); if (!(p[1] in j)) { j[p[1]] = 1; n++ } } if (n > 1) found = 1 } END { exit !found }'; then
+    pass microbatch_mixes_image_jobs
+else
+    fail microbatch_mixes_image_jobs "no micro-batch held an image job's first step next to another job"
+fi
 # The params carry the image's size and checksum, the image sits beside the
 # job, the hash counts the steps strength leaves (0.6 of 4: 3 steps).
 params=$(rcli HGET s1:job:i1 params)
