@@ -40,6 +40,8 @@
 #define SUBMIT_LOG_EVERY_S 5.0
 /* A wait whose every Redis sweep has failed for this long gives up. */
 #define SUBMIT_REDIS_GIVE_UP_S 60.0
+/* Distinct input images are held in memory from reading to submitting. */
+#define SUBMIT_IMAGES_MAX_BYTES ((size_t)1 << 30)
 
 static volatile sig_atomic_t interrupted;
 
@@ -61,10 +63,11 @@ static void usage(FILE *f)
 "  -p, --prompts FILE       one job per line ('-': standard input). A line whose\n"
 "                           first non-blank character is '{' is a JSON object with\n"
 "                           any of: id, prompt, embeds, negative_prompt, width,\n"
-"                           height, steps, seed, guidance, trim_text; any other\n"
+"                           height, steps, seed, guidance, trim_text, init_image\n"
+"                           (a PNG or JPEG file), strength, refine; any other\n"
 "                           line is a prompt. Blank lines and lines starting with\n"
-"                           '#' are skipped. Relative 'embeds' paths are relative\n"
-"                           to the file's directory.\n"
+"                           '#' are skipped. Relative 'embeds' and 'init_image'\n"
+"                           paths are relative to the file's directory.\n"
 "  -o, --out DIR            output directory (created if missing): DIR/jobs.jsonl\n"
 "                           maps each line to its job id and state; with --wait,\n"
 "                           DIR/<job-id>.png\n"
@@ -91,6 +94,16 @@ static void usage(FILE *f)
 "      --no-embeds-check    pass 'embeds' paths on unchecked (they exist only on\n"
 "                           the workers' shared storage); otherwise each must be a\n"
 "                           readable file here and is made absolute\n"
+"\n"
+"Image-to-image (as sdc-generate --init-image):\n"
+"      --init-image FILE    input image (PNG or JPEG) for jobs without 'init_image'.\n"
+"                           Its bytes travel with the job (Redis job:<id>:image); it\n"
+"                           must already have the job's size, which width and height\n"
+"                           default to: sdc does not resample images\n"
+"      --strength S         for jobs with an image and no 'strength': the fraction of\n"
+"                           the steps that runs, above 0 up to 1 (default 0.6)\n"
+"      --max-image-bytes N  refuse larger input images (default 16777216; a cluster\n"
+"                           has its own limit, max_image_bytes in its cluster file)\n"
 "\n"
 "Waiting:\n"
 "  -w, --wait               wait for every job and write its PNG\n"
@@ -124,6 +137,10 @@ typedef struct {
     const char *embeds, *negative;
     int trim_text;
     int check_embeds;
+    const char *init_image;
+    int has_strength;
+    double strength;
+    long max_image_bytes;
     int wait;
     double timeout_s; /* 0: no limit */
     long poll_ms;
@@ -136,7 +153,8 @@ typedef struct {
 /* Returns -1 to continue, else the exit status. */
 static int parse_args(int argc, char **argv, cli_t *c)
 {
-    enum { OPT_PREFIX = 256, OPT_NO_TRIM, OPT_NO_CHECK, OPT_POLL, OPT_LOG_LEVEL };
+    enum { OPT_PREFIX = 256, OPT_NO_TRIM, OPT_NO_CHECK, OPT_POLL, OPT_LOG_LEVEL, OPT_INIT_IMAGE,
+           OPT_STRENGTH, OPT_MAX_IMAGE };
     static const struct option opts[] = {
         {"prompts", required_argument, 0, 'p'},   {"out", required_argument, 0, 'o'},
         {"redis", required_argument, 0, 'r'},     {"prefix", required_argument, 0, OPT_PREFIX},
@@ -150,6 +168,9 @@ static int parse_args(int argc, char **argv, cli_t *c)
         {"poll-ms", required_argument, 0, OPT_POLL},
         {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
+        {"init-image", required_argument, 0, OPT_INIT_IMAGE},
+        {"strength", required_argument, 0, OPT_STRENGTH},
+        {"max-image-bytes", required_argument, 0, OPT_MAX_IMAGE},
         {0, 0, 0, 0},
     };
     int ch;
@@ -173,6 +194,13 @@ static int parse_args(int argc, char **argv, cli_t *c)
         case 'n': c->negative = optarg; break;
         case OPT_NO_TRIM: c->trim_text = 0; break;
         case OPT_NO_CHECK: c->check_embeds = 0; break;
+        case OPT_INIT_IMAGE: c->init_image = optarg; break;
+        case OPT_STRENGTH:
+            if (sdc_cli_parse_double(PROG, "--strength", optarg, 0.0, 1.0, &c->strength))
+                return EXIT_USAGE;
+            c->has_strength = 1;
+            break;
+        case OPT_MAX_IMAGE: if (sdc_cli_parse_long(PROG, "--max-image-bytes", optarg, 1, SDC_JOB_IMAGE_MAX, &c->max_image_bytes)) return EXIT_USAGE; break;
         case 'w': c->wait = 1; break;
         case 'T': if (sdc_cli_parse_double(PROG, "--timeout", optarg, 0.001, 1e9, &c->timeout_s)) return EXIT_USAGE; break;
         case OPT_POLL: if (sdc_cli_parse_long(PROG, "--poll-ms", optarg, 10, 60000, &c->poll_ms)) return EXIT_USAGE; break;
@@ -206,6 +234,10 @@ static int parse_args(int argc, char **argv, cli_t *c)
     /* "out/" and "out" name the same directory; messages join with '/'. */
     for (size_t n = strlen(c->out); n > 1 && c->out[n - 1] == '/'; n--)
         c->out[n - 1] = '\0';
+    if (c->has_strength && !c->init_image) {
+        fprintf(stderr, "sdc-submit: --strength needs --init-image (see --help)\n");
+        return EXIT_USAGE;
+    }
     if (c->timeout_s > 0 && !c->wait) {
         fprintf(stderr, "sdc-submit: --timeout only applies with --wait\n");
         return EXIT_USAGE;
@@ -236,6 +268,7 @@ typedef enum {
 typedef struct {
     long line;              /* 1-based line of the prompts file */
     sdc_job_params_t p;
+    const sdc_job_image_t *img; /* image-to-image: in jobs_t.images */
     int submitted, existed; /* existed: the same job was submitted before */
     fate_t fate;
     sdc_job_state_t state;  /* last seen */
@@ -244,9 +277,18 @@ typedef struct {
     char *error;            /* why it failed */
 } job_t;
 
+/* An input image, read once however many jobs use it. */
+typedef struct {
+    char *path; /* absolute */
+    uint8_t *data;
+    sdc_job_image_t img;
+} image_t;
+
 typedef struct {
     job_t *v;
     size_t n, cap;
+    image_t **images;
+    size_t n_images, image_bytes;
 } jobs_t;
 
 static void jobs_free(jobs_t *js)
@@ -256,6 +298,12 @@ static void jobs_free(jobs_t *js)
         free(js->v[i].error);
     }
     free(js->v);
+    for (size_t i = 0; i < js->n_images; i++) {
+        free(js->images[i]->path);
+        free(js->images[i]->data);
+        free(js->images[i]);
+    }
+    free(js->images);
 }
 
 static sdc_status_t jobs_push(jobs_t *js, job_t **out, sdc_error_t *err)
@@ -294,8 +342,9 @@ static void job_set_error(job_t *j, const char *fmt, ...)
 typedef struct {
     const cli_t *cli;
     const char *label;  /* the file's name in messages */
-    char *base_dir;     /* for relative embeds paths */
+    char *base_dir;     /* for relative embeds and init_image paths */
     long line;
+    jobs_t *js;         /* its image cache */
 } reader_t;
 
 /* "\u0000" would end a cJSON string early and silently shorten a prompt. */
@@ -311,14 +360,10 @@ static int has_escaped_nul(const char *s)
     return 0;
 }
 
-/* An embeds reference as the workers will read it: absolute, checked here
- * unless told not to. */
-static sdc_status_t resolve_embeds(const reader_t *rd, const char *base, char **ref,
-                                   sdc_error_t *err)
+/* path relative to base (NULL: as given), made absolute. */
+static sdc_status_t absolute_path(const char *base, const char *path, char **out,
+                                  sdc_error_t *err)
 {
-    if (!rd->cli->check_embeds)
-        return SDC_OK;
-    const char *path = *ref;
     char *joined = NULL;
     if (path[0] != '/' && base) {
         size_t n = strlen(base) + strlen(path) + 2;
@@ -327,27 +372,116 @@ static sdc_status_t resolve_embeds(const reader_t *rd, const char *base, char **
         snprintf(joined, n, "%s/%s", base, path);
         path = joined;
     }
-    char *abs = realpath(path, NULL);
     sdc_status_t st = SDC_OK;
-    struct stat sb;
-    if (!abs) {
-        st = sdc_error_set(err, errno == ENOENT ? SDC_ERR_NOT_FOUND : SDC_ERR_IO,
-                           "embeds file %s: %s", path, strerror(errno));
-    } else if (stat(abs, &sb) != 0 || !S_ISREG(sb.st_mode) || access(abs, R_OK) != 0) {
-        st = sdc_error_set(err, SDC_ERR_IO, "embeds file %s is not a readable file", path);
-        free(abs);
-    } else {
-        free(*ref);
-        *ref = abs;
-    }
+    if (!(*out = realpath(path, NULL)))
+        st = sdc_error_set(err, errno == ENOENT ? SDC_ERR_NOT_FOUND : SDC_ERR_IO, "%s: %s", path,
+                           strerror(errno));
     free(joined);
     return st;
 }
 
+/* An embeds reference as the workers will read it: absolute, checked here
+ * unless told not to. */
+static sdc_status_t resolve_embeds(const reader_t *rd, const char *base, char **ref,
+                                   sdc_error_t *err)
+{
+    if (!rd->cli->check_embeds)
+        return SDC_OK;
+    char *abs = NULL;
+    sdc_error_t perr = {0};
+    struct stat sb;
+    sdc_status_t st = absolute_path(base, *ref, &abs, &perr);
+    if (st != SDC_OK)
+        return sdc_error_set(err, st, "embeds file %s", perr.msg);
+    if (stat(abs, &sb) != 0 || !S_ISREG(sb.st_mode) || access(abs, R_OK) != 0) {
+        st = sdc_error_set(err, SDC_ERR_IO, "embeds file %s is not a readable file", abs);
+        free(abs);
+        return st;
+    }
+    free(*ref);
+    *ref = abs;
+    return SDC_OK;
+}
+
+/* The whole file, refused above max bytes before it is read. */
+static sdc_status_t read_image_file(const char *path, size_t max, uint8_t **data, size_t *len,
+                                    sdc_error_t *err)
+{
+    struct stat sb;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sdc_error_set(err, SDC_ERR_IO, "%s: %s", path, strerror(errno));
+    sdc_status_t st = SDC_OK;
+    uint8_t *buf = NULL;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = sdc_error_set(err, SDC_ERR_IO, "%s: not a regular file", path);
+    else if ((uint64_t)sb.st_size > max)
+        st = sdc_error_set(err, SDC_ERR_RANGE, "%s: %lld bytes, over the limit of %zu bytes "
+                           "(--max-image-bytes)", path, (long long)sb.st_size, max);
+    else if (!(buf = malloc(sb.st_size ? (size_t)sb.st_size : 1)))
+        st = sdc_error_set(err, SDC_ERR_NOMEM, "%s: out of memory", path);
+    else if (fread(buf, 1, (size_t)sb.st_size, f) != (size_t)sb.st_size)
+        st = sdc_error_set(err, SDC_ERR_IO, "%s: short read", path);
+    fclose(f);
+    if (st != SDC_OK) {
+        free(buf);
+        return st;
+    }
+    *data = buf;
+    *len = (size_t)sb.st_size;
+    return SDC_OK;
+}
+
+/* An input image, checked (sdc_job_image_check), from the cache or the file. */
+static sdc_status_t image_get(const reader_t *rd, const char *base, const char *ref,
+                              const sdc_job_image_t **out, sdc_error_t *err)
+{
+    jobs_t *js = rd->js;
+    char *path = NULL;
+    sdc_status_t st = absolute_path(base, ref, &path, err);
+    if (st != SDC_OK)
+        return st;
+    for (size_t i = 0; i < js->n_images; i++)
+        if (strcmp(js->images[i]->path, path) == 0) {
+            *out = &js->images[i]->img;
+            free(path);
+            return SDC_OK;
+        }
+    image_t *im = calloc(1, sizeof(*im));
+    image_t **grown = realloc(js->images, (js->n_images + 1) * sizeof(*grown));
+    if (!im || !grown) {
+        free(im);
+        free(path);
+        return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
+    }
+    js->images = grown;
+    im->path = path;
+    size_t len = 0;
+    st = read_image_file(path, (size_t)rd->cli->max_image_bytes, &im->data, &len, err);
+    if (st == SDC_OK && js->image_bytes + len > SUBMIT_IMAGES_MAX_BYTES)
+        st = sdc_error_set(err, SDC_ERR_RANGE, "more than %zu MiB of distinct input images in one "
+                           "batch: split the prompts file", SUBMIT_IMAGES_MAX_BYTES >> 20);
+    if (st == SDC_OK &&
+        (st = sdc_job_image_check(im->data, len, (size_t)rd->cli->max_image_bytes, &im->img,
+                                  err)) != SDC_OK)
+        sdc_error_wrap(err, "%s", path);
+    if (st != SDC_OK) {
+        free(im->data);
+        free(im->path);
+        free(im);
+        return st;
+    }
+    js->images[js->n_images++] = im;
+    js->image_bytes += len;
+    *out = &im->img;
+    return SDC_OK;
+}
+
 /* Adds the command line's defaults to a job object for the fields it does not
- * set (absent or null). *default_embeds = 1 when embeds came from --embeds. */
+ * set (absent or null). *default_embeds = 1 when embeds came from --embeds,
+ * *default_image = 1 when init_image came from --init-image. */
 static sdc_status_t add_defaults(const reader_t *rd, cJSON *o, size_t index, int *default_embeds,
-                                 sdc_error_t *err)
+                                 int *default_image, sdc_error_t *err)
 {
     const cli_t *c = rd->cli;
     char id[SDC_JOB_ID_MAX + 1], seed[24];
@@ -383,6 +517,13 @@ static sdc_status_t add_defaults(const reader_t *rd, cJSON *o, size_t index, int
     }
     if (ok && has_prompt && ABSENT("negative_prompt") && c->negative)
         ok = SET("negative_prompt", cJSON_CreateString(c->negative));
+    *default_image = 0;
+    if (ok && ABSENT("init_image") && c->init_image) {
+        ok = SET("init_image", cJSON_CreateString(c->init_image));
+        *default_image = 1;
+    }
+    if (ok && !ABSENT("init_image") && ABSENT("strength") && c->has_strength)
+        ok = SET("strength", cJSON_CreateNumber(c->strength));
 #undef SET
 #undef ABSENT
     return ok ? SDC_OK : sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
@@ -390,11 +531,56 @@ static sdc_status_t add_defaults(const reader_t *rd, cJSON *o, size_t index, int
 
 /* A job object (from a JSON line, or {"prompt": line}) with the defaults
  * added, through the strict job parameter parser. */
-static sdc_status_t parse_object(const reader_t *rd, cJSON *o, sdc_job_params_t *p, size_t index,
+/* o[key] = v unless o sets key (a null counts as unset); 1 on success. */
+static int default_number(cJSON *o, const char *key, double v)
+{
+    const cJSON *have = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (have && !cJSON_IsNull(have))
+        return 1;
+    cJSON_DeleteItemFromObjectCaseSensitive(o, key);
+    return cJSON_AddNumberToObject(o, key, v) != NULL;
+}
+
+/* A prompts file's "init_image" (a path) becomes what the job's parameters
+ * carry: the image's size and CRC-32C, and its size as the job's when the
+ * line leaves it out. */
+static sdc_status_t attach_image(const reader_t *rd, cJSON *o, int default_image,
+                                 const sdc_job_image_t **img, sdc_error_t *err)
+{
+    const char *what = default_image ? "--init-image" : "init_image";
+    cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "init_image");
+    char crc[12];
+    *img = NULL;
+    if (!ref || cJSON_IsNull(ref))
+        return SDC_OK;
+    if (!cJSON_IsString(ref))
+        return sdc_error_set(err, SDC_ERR_FORMAT, "'init_image' in a prompts file is the path of "
+                             "a PNG or JPEG file");
+    sdc_status_t st = image_get(rd, default_image ? NULL : rd->base_dir, ref->valuestring, img,
+                                err);
+    if (st != SDC_OK)
+        return sdc_error_wrap(err, "%s", what);
+    snprintf(crc, sizeof(crc), "%08" PRIx32, (*img)->crc32c);
+    cJSON *desc = cJSON_CreateObject();
+    int ok = desc && cJSON_AddNumberToObject(desc, "bytes", (double)(*img)->len) &&
+             cJSON_AddStringToObject(desc, "crc32c", crc);
+    if (ok)
+        ok = cJSON_ReplaceItemInObjectCaseSensitive(o, "init_image", desc);
+    else
+        cJSON_Delete(desc);
+    if (ok)
+        ok = default_number(o, "width", (*img)->width) && default_number(o, "height", (*img)->height);
+    return ok ? SDC_OK : sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
+}
+
+static sdc_status_t parse_object(const reader_t *rd, cJSON *o, job_t *j, size_t index,
                                  sdc_error_t *err)
 {
-    int default_embeds;
-    sdc_status_t st = add_defaults(rd, o, index, &default_embeds, err);
+    sdc_job_params_t *p = &j->p;
+    int default_embeds = 0, default_image = 0;
+    sdc_status_t st = add_defaults(rd, o, index, &default_embeds, &default_image, err);
+    if (st == SDC_OK)
+        st = attach_image(rd, o, default_image, &j->img, err);
     if (st != SDC_OK)
         return st;
     char *json = cJSON_PrintUnformatted(o);
@@ -402,6 +588,9 @@ static sdc_status_t parse_object(const reader_t *rd, cJSON *o, sdc_job_params_t 
         return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
     st = sdc_job_params_parse(p, json, strlen(json), err);
     free(json);
+    if (st == SDC_OK && j->img &&
+        (st = sdc_job_params_set_image(p, j->img, err)) != SDC_OK && default_image)
+        sdc_error_wrap(err, "--init-image %s", rd->cli->init_image);
     if (st == SDC_OK && p->embeds) {
         st = resolve_embeds(rd, default_embeds ? NULL : rd->base_dir, &p->embeds, err);
         if (st != SDC_OK && default_embeds)
@@ -411,7 +600,7 @@ static sdc_status_t parse_object(const reader_t *rd, cJSON *o, sdc_job_params_t 
 }
 
 static sdc_status_t parse_json_line(const reader_t *rd, const char *text, size_t len,
-                                    sdc_job_params_t *p, size_t index, sdc_error_t *err)
+                                    job_t *j, size_t index, sdc_error_t *err)
 {
     if (has_escaped_nul(text))
         return sdc_error_set(err, SDC_ERR_FORMAT, "\\u0000 (NUL) inside a string");
@@ -430,12 +619,12 @@ static sdc_status_t parse_json_line(const reader_t *rd, const char *text, size_t
     if (st == SDC_OK && !cJSON_IsObject(o))
         st = sdc_error_set(err, SDC_ERR_FORMAT, "a line starting with '{' must be a JSON object");
     if (st == SDC_OK)
-        st = parse_object(rd, o, p, index, err);
+        st = parse_object(rd, o, j, index, err);
     cJSON_Delete(o);
     return st;
 }
 
-static sdc_status_t parse_text_line(const reader_t *rd, const char *text, sdc_job_params_t *p,
+static sdc_status_t parse_text_line(const reader_t *rd, const char *text, job_t *j,
                                     size_t index, sdc_error_t *err)
 {
     cJSON *o = cJSON_CreateObject();
@@ -443,7 +632,7 @@ static sdc_status_t parse_text_line(const reader_t *rd, const char *text, sdc_jo
         cJSON_Delete(o);
         return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
     }
-    sdc_status_t st = parse_object(rd, o, p, index, err);
+    sdc_status_t st = parse_object(rd, o, j, index, err);
     cJSON_Delete(o);
     return st;
 }
@@ -478,8 +667,8 @@ static sdc_status_t parse_line(reader_t *rd, jobs_t *js, char *buf, size_t len,
         return st;
     j->line = rd->line;
     size_t index = js->n - 1;
-    st = s[0] == '{' ? parse_json_line(rd, s, len, &j->p, index, err)
-                     : parse_text_line(rd, s, &j->p, index, err);
+    st = s[0] == '{' ? parse_json_line(rd, s, len, j, index, err)
+                     : parse_text_line(rd, s, j, index, err);
     return st;
 }
 
@@ -524,7 +713,7 @@ static char *dir_of(const char *path)
 static sdc_status_t read_prompts(const cli_t *c, jobs_t *js, sdc_error_t *err)
 {
     int is_stdin = strcmp(c->prompts, "-") == 0;
-    reader_t rd = {.cli = c, .label = is_stdin ? "(stdin)" : c->prompts};
+    reader_t rd = {.cli = c, .label = is_stdin ? "(stdin)" : c->prompts, .js = js};
     FILE *f = is_stdin ? stdin : fopen(c->prompts, "r");
     if (!f)
         return sdc_error_set(err, errno == ENOENT ? SDC_ERR_NOT_FOUND : SDC_ERR_IO,
@@ -778,7 +967,7 @@ static sdc_status_t submit_all(const cli_t *c, sdc_jobs_t *q, jobs_t *js, progre
         if (interrupted)
             return sdc_error_set(err, SDC_ERR_IO, "interrupted after submitting %zu of %zu jobs",
                                  i, js->n);
-        sdc_status_t st = sdc_job_submit(q, &j->p, &j->existed, err);
+        sdc_status_t st = sdc_job_submit_image(q, &j->p, j->img, &j->existed, err);
         if (st != SDC_OK)
             return sdc_error_wrap(err, "%s:%ld: submitting job %s",
                                   strcmp(c->prompts, "-") ? c->prompts : "(stdin)", j->line,
@@ -946,6 +1135,33 @@ static void print_summary(const cli_t *c, const jobs_t *js, double wall_s, wait_
     fprintf(stderr, "sdc-submit: images in %s/, index in %s/jobs.jsonl\n", c->out, c->out);
 }
 
+/* Jobs asking for the refiner need a refiner node in the cluster's registry. */
+static sdc_status_t check_refiner(const cli_t *c, const jobs_t *js, sdc_redis_t *r,
+                                  sdc_error_t *err)
+{
+    const job_t *want = NULL;
+    for (size_t i = 0; i < js->n && !want; i++)
+        if (js->v[i].p.refine)
+            want = &js->v[i];
+    if (!want)
+        return SDC_OK;
+    sdc_node_t *nodes;
+    size_t n;
+    sdc_status_t st = sdc_node_list(r, &nodes, &n, err);
+    if (st != SDC_OK)
+        return st;
+    int found = 0;
+    for (size_t i = 0; i < n; i++)
+        found |= nodes[i].role == SDC_ROLE_REFINER;
+    sdc_nodes_free(nodes, n);
+    if (found)
+        return SDC_OK;
+    return sdc_error_set(err, SDC_ERR_UNSUPPORTED, "%s:%ld: job %s asks for 'refine', but this "
+                         "cluster has no refiner node (none is registered); nothing was "
+                         "submitted", strcmp(c->prompts, "-") ? c->prompts : "(stdin)",
+                         want->line, want->p.id);
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 static int open_queue(const cli_t *c, sdc_redis_t **r, sdc_jobs_t *q)
@@ -958,7 +1174,8 @@ static int open_queue(const cli_t *c, sdc_redis_t **r, sdc_jobs_t *q)
                 c->url, err.msg);
         return 1;
     }
-    if (sdc_jobs_init(q, *r, NULL, &err) != SDC_OK) {
+    sdc_jobs_opts_t jo = {.max_image_bytes = (size_t)c->max_image_bytes};
+    if (sdc_jobs_init(q, *r, &jo, &err) != SDC_OK) {
         fprintf(stderr, "sdc-submit: %s\n", err.msg);
         sdc_redis_close(*r);
         *r = NULL;
@@ -975,6 +1192,7 @@ int main(int argc, char **argv)
         .steps = SDC_JOB_STEPS_DEFAULT,
         .trim_text = 1,
         .check_embeds = 1,
+        .max_image_bytes = SDC_JOB_IMAGE_DEFAULT_CAP,
         .poll_ms = 200,
     };
     sdc_log_set_level(SDC_LOG_WARN);
@@ -1004,6 +1222,10 @@ int main(int argc, char **argv)
     }
     if (open_queue(&c, &r, &q))
         goto out;
+    if (check_refiner(&c, &js, r, &err) != SDC_OK) {
+        fprintf(stderr, "sdc-submit: %s\n", err.msg);
+        goto out;
+    }
     sdc_status_t st = submit_all(&c, &q, &js, &pg, &err);
     sdc_error_t ierr = {0};
     if (write_index(&c, &js, &ierr) != SDC_OK)

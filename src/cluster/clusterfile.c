@@ -282,7 +282,8 @@ sdc_status_t sdc_cluster_parse(sdc_cluster_t *c, const char *text, size_t len, c
                                int total_blocks, sdc_error_t *err)
 {
     static const char *const keys[] = {"redis", "prefix", "model", "backend", "micro_batch",
-                                       "max_inflight", "pipelines", "nodes", NULL};
+                                       "max_inflight", "max_image_bytes", "pipelines", "nodes",
+                                       NULL};
     sdc_json_t doc;
     sdc_status_t st = sdc_json_parse(&doc, text, len, label, err);
     if (st != SDC_OK) return st;
@@ -298,7 +299,9 @@ sdc_status_t sdc_cluster_parse(sdc_cluster_t *c, const char *text, size_t len, c
         (st = get_str(root, "backend", "cpu", c->backend, sizeof(c->backend), label, "top level",
                       err)) != SDC_OK ||
         (st = get_int(root, "micro_batch", 4, 1, 256, &c->micro_batch, label, "top level", err)) !=
-            SDC_OK)
+            SDC_OK ||
+        (st = get_int(root, "max_image_bytes", SDC_CF_IMAGE_BYTES_DEFAULT, 1, SDC_CF_IMAGE_BYTES_MAX,
+                      &c->max_image_bytes, label, "top level", err)) != SDC_OK)
         goto out;
     const cJSON *pls = cJSON_GetObjectItemCaseSensitive(root, "pipelines");
     if (!cJSON_IsArray(pls) || cJSON_GetArraySize(pls) < 1 ||

@@ -17,6 +17,10 @@
 #define SDC_CF_MAX_STAGES 64
 #define SDC_CF_MAX_NODES 1024
 #define SDC_CF_MAX_SIZES 16
+/* Input images of image-to-image jobs (= jobs.h's SDC_JOB_IMAGE_DEFAULT_CAP
+ * and SDC_JOB_IMAGE_MAX). */
+#define SDC_CF_IMAGE_BYTES_DEFAULT (16 << 20)
+#define SDC_CF_IMAGE_BYTES_MAX (512 << 20)
 
 typedef enum {
     SDC_ROLE_COORDINATOR = 0,
@@ -55,6 +59,7 @@ typedef struct {
     char backend[16];
     int micro_batch;   /* max samples per stage message (default 4) */
     int max_inflight;  /* per pipeline admission bound in jobs (default 2 x stages + 2) */
+    int max_image_bytes; /* largest input image a job may carry (default 16 MiB) */
     int n_pipelines;
     sdc_cf_pipeline_t pipelines[SDC_CF_MAX_PIPELINES];
     int n_nodes;

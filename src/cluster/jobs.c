@@ -25,9 +25,12 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "cluster/wire.h"
 #include "common/config.h"
+#include "common/image.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "model/img2img.h"
 
 #define KEY_MAX SDC_REDIS_KEY_MAX
 #define SEED_EXACT_MAX 9007199254740992.0 /* 2^53: larger JSON numbers lose digits */
@@ -148,6 +151,7 @@ void sdc_job_params_init(sdc_job_params_t *p)
     memset(p, 0, sizeof(*p));
     p->steps = SDC_JOB_STEPS_DEFAULT;
     p->trim_text = 1;
+    p->strength = SDC_JOB_STRENGTH_DEFAULT;
 }
 
 void sdc_job_params_free(sdc_job_params_t *p)
@@ -179,6 +183,44 @@ static sdc_status_t check_text(const char *field, const char *s, size_t min, siz
                                  "job params: '%s' has control byte 0x%02x at offset %zu", field,
                                  (unsigned char)s[i], i);
     return SDC_OK;
+}
+
+/* Image-to-image: strength only with an image; a strength that runs no
+ * denoising step (0) has nothing for a pipeline to do, and the wire has
+ * no zero-step jobs; the size is the image's, stated. */
+static sdc_status_t validate_image(const sdc_job_params_t *p, sdc_error_t *err)
+{
+    if (!p->image_bytes) {
+        if (p->has_strength)
+            return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: 'strength' goes with "
+                                 "'init_image' (image-to-image); this job has no image");
+        return SDC_OK;
+    }
+    if (p->image_bytes > SDC_JOB_IMAGE_MAX)
+        return sdc_error_set(err, SDC_ERR_RANGE, "job params: 'init_image' of %zu bytes, over "
+                             "%u", p->image_bytes, SDC_JOB_IMAGE_MAX);
+    if (!(p->strength >= 0 && p->strength <= 1))
+        return sdc_error_set(err, SDC_ERR_RANGE, "job params: 'strength' %g outside 0..1",
+                             p->strength);
+    if (sdc_job_params_run_steps(p) < 1)
+        return sdc_error_set(err, SDC_ERR_RANGE,
+                             "job params: 'strength' %g runs none of the %d steps: a cluster job "
+                             "needs a strength above 0 (sdc-generate --strength 0 only encodes "
+                             "and decodes the image)", p->strength, p->steps);
+    if (!p->width || !p->height)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: an image-to-image job states "
+                             "its 'width' and 'height' (those of its image)");
+    return SDC_OK;
+}
+
+int sdc_job_params_run_steps(const sdc_job_params_t *p)
+{
+    int t_start = 0;
+    sdc_error_t ignored;
+    if (p->image_bytes &&
+        sdc_img2img_start_step(p->steps, p->strength, &t_start, &ignored) != SDC_OK)
+        return 0;
+    return p->steps - t_start;
 }
 
 sdc_status_t sdc_job_params_validate(const sdc_job_params_t *p, sdc_error_t *err)
@@ -215,10 +257,12 @@ sdc_status_t sdc_job_params_validate(const sdc_job_params_t *p, sdc_error_t *err
                              p->guidance, SDC_JOB_GUIDANCE_MAX);
     if (p->trim_text != 0 && p->trim_text != 1)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: 'trim_text' must be 0 or 1");
-    return SDC_OK;
+    if (p->refine != 0 && p->refine != 1)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: 'refine' must be 0 or 1");
+    return validate_image(p, err);
 }
 
-typedef enum { K_ID, K_TEXT, K_INT, K_SEED, K_GUIDANCE, K_BOOL } field_kind_t;
+typedef enum { K_ID, K_TEXT, K_INT, K_SEED, K_GUIDANCE, K_BOOL, K_IMAGE, K_STRENGTH } field_kind_t;
 
 typedef struct {
     const char *name;
@@ -239,6 +283,9 @@ static const field_t fields[] = {
     FIELD("seed", K_SEED, seed, 0, 0),
     FIELD("guidance", K_GUIDANCE, guidance, 0, 0),
     FIELD("trim_text", K_BOOL, trim_text, 0, 0),
+    FIELD("init_image", K_IMAGE, image_bytes, 0, 0),
+    FIELD("strength", K_STRENGTH, strength, 0, 0),
+    FIELD("refine", K_BOOL, refine, 0, 0),
 };
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -281,6 +328,56 @@ static sdc_status_t parse_seed_string(const char *s, uint64_t *out, sdc_error_t 
 bad:
     return sdc_error_set(err, SDC_ERR_FORMAT,
                          "job params: 'seed' string \"%.24s\" is not a decimal integer", s);
+}
+
+/* A field name for a message: printable ASCII only, truncated. */
+static const char *printable(const char *s, char *buf, size_t cap)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < cap; i++)
+        buf[i] = s[i] >= ' ' && s[i] <= '~' ? s[i] : '?';
+    buf[i] = '\0';
+    return buf;
+}
+
+/* "init_image": {"bytes": N, "crc32c": "8 lowercase hex digits"}. */
+static sdc_status_t parse_image(sdc_job_params_t *p, const cJSON *v, sdc_error_t *err)
+{
+    const cJSON *bytes = NULL, *crc = NULL;
+    char nb[48];
+    if (!cJSON_IsObject(v))
+        return wrong_type("init_image", "an object {\"bytes\", \"crc32c\"} (the image itself "
+                          "travels beside the job)", v, err);
+    for (const cJSON *f = v->child; f; f = f->next) {
+        const cJSON **slot = strcmp(f->string, "bytes") == 0    ? &bytes
+                             : strcmp(f->string, "crc32c") == 0 ? &crc
+                                                                : NULL;
+        if (!slot)
+            return sdc_error_set(err, SDC_ERR_FORMAT, "job params: unknown field "
+                                 "'init_image.%s'", printable(f->string, nb, sizeof(nb)));
+        if (*slot)
+            return sdc_error_set(err, SDC_ERR_FORMAT, "job params: field 'init_image.%s' "
+                                 "appears twice", f->string);
+        *slot = f;
+    }
+    if (!bytes || !crc)
+        return sdc_error_set(err, SDC_ERR_FORMAT, "job params: 'init_image' lacks '%s'",
+                             bytes ? "crc32c" : "bytes");
+    double d = bytes->valuedouble;
+    if (!cJSON_IsNumber(bytes) || !isfinite(d) || d != floor(d) || d < 1 ||
+        d > (double)SDC_JOB_IMAGE_MAX)
+        return sdc_error_set(err, SDC_ERR_RANGE, "job params: 'init_image.bytes' must be an "
+                             "integer in 1..%u", SDC_JOB_IMAGE_MAX);
+    const char *h = cJSON_IsString(crc) ? crc->valuestring : "";
+    int hex_ok = strlen(h) == 8;
+    for (size_t i = 0; hex_ok && i < 8; i++)
+        hex_ok = (h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f');
+    if (!hex_ok)
+        return sdc_error_set(err, SDC_ERR_FORMAT, "job params: 'init_image.crc32c' must be 8 "
+                             "lowercase hex digits");
+    p->image_bytes = (size_t)d;
+    p->image_crc32c = (uint32_t)strtoul(h, NULL, 16);
+    return SDC_OK;
 }
 
 static sdc_status_t parse_field(sdc_job_params_t *p, const field_t *f, const cJSON *v,
@@ -335,7 +432,18 @@ static sdc_status_t parse_field(sdc_job_params_t *p, const field_t *f, const cJS
     case K_BOOL:
         if (!cJSON_IsBool(v))
             return wrong_type(f->name, "a boolean", v, err);
-        p->trim_text = cJSON_IsTrue(v);
+        *(int *)dst = cJSON_IsTrue(v);
+        return SDC_OK;
+    case K_IMAGE:
+        return parse_image(p, v, err);
+    case K_STRENGTH:
+        if (!cJSON_IsNumber(v))
+            return wrong_type(f->name, "a number", v, err);
+        if (!isfinite(d) || d < 0 || d > 1)
+            return sdc_error_set(err, SDC_ERR_RANGE, "job params: 'strength' must be in 0..1, "
+                                 "got %.17g", d);
+        p->has_strength = 1;
+        p->strength = d;
         return SDC_OK;
     }
     return sdc_error_set(err, SDC_ERR_INTERNAL, "job params: field kind %d", (int)f->kind);
@@ -361,16 +469,6 @@ static sdc_status_t scan_nul(const char *s, size_t n, sdc_error_t *err)
         }
     }
     return SDC_OK;
-}
-
-/* A field name for a message: printable ASCII only, truncated. */
-static const char *printable(const char *s, char *buf, size_t cap)
-{
-    size_t i = 0;
-    for (; s[i] && i + 1 < cap; i++)
-        buf[i] = s[i] >= ' ' && s[i] <= '~' ? s[i] : '?';
-    buf[i] = '\0';
-    return buf;
 }
 
 static sdc_status_t parse_object(sdc_job_params_t *p, const cJSON *root, sdc_error_t *err)
@@ -421,6 +519,17 @@ sdc_status_t sdc_job_params_parse(sdc_job_params_t *p, const char *json, size_t 
     return st;
 }
 
+/* "init_image" and "strength" of an image-to-image job; 1 on success. */
+static int add_image(cJSON *o, const sdc_job_params_t *p)
+{
+    char crc[12];
+    snprintf(crc, sizeof(crc), "%08" PRIx32, p->image_crc32c);
+    cJSON *img = cJSON_AddObjectToObject(o, "init_image");
+    return img && cJSON_AddNumberToObject(img, "bytes", (double)p->image_bytes) &&
+           cJSON_AddStringToObject(img, "crc32c", crc) &&
+           cJSON_AddNumberToObject(o, "strength", p->strength);
+}
+
 sdc_status_t sdc_job_params_to_json(const sdc_job_params_t *p, char **json, size_t *len,
                                     sdc_error_t *err)
 {
@@ -452,12 +561,64 @@ sdc_status_t sdc_job_params_to_json(const sdc_job_params_t *p, char **json, size
         ok = cJSON_AddNumberToObject(o, "guidance", p->guidance) != NULL;
     if (ok)
         ok = cJSON_AddBoolToObject(o, "trim_text", p->trim_text) != NULL;
+    if (ok && p->image_bytes)
+        ok = add_image(o, p);
+    if (ok && p->refine)
+        ok = cJSON_AddBoolToObject(o, "refine", 1) != NULL;
     char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     if (!text)
         return sdc_error_set(err, SDC_ERR_NOMEM, "job params: out of memory writing JSON");
     *json = text;
     *len = strlen(text);
+    return SDC_OK;
+}
+
+/* ---- input images ---------------------------------------------------------- */
+
+sdc_status_t sdc_job_image_check(const uint8_t *data, size_t len, size_t max_bytes,
+                                 sdc_job_image_t *img, sdc_error_t *err)
+{
+    uint8_t *rgb = NULL;
+    int w = 0, h = 0;
+    memset(img, 0, sizeof(*img));
+    if (!max_bytes)
+        max_bytes = SDC_JOB_IMAGE_DEFAULT_CAP;
+    if (!data || len == 0)
+        return sdc_error_set(err, SDC_ERR_FORMAT, "the image is empty");
+    if (len > max_bytes)
+        return sdc_error_set(err, SDC_ERR_RANGE, "the image is %zu bytes, over the limit of %zu "
+                             "bytes", len, max_bytes);
+    sdc_status_t st = sdc_image_decode(data, len, (size_t)SDC_JOB_SIDE_MAX * SDC_JOB_SIDE_MAX,
+                                       &rgb, &w, &h, err);
+    if (st != SDC_OK)
+        return st;
+    free(rgb);
+    if (w < 1 || h < 1 || w > SDC_JOB_SIDE_MAX || h > SDC_JOB_SIDE_MAX)
+        return sdc_error_set(err, SDC_ERR_RANGE, "the image is %dx%d (WxH): each side must be "
+                             "1..%d", w, h, SDC_JOB_SIDE_MAX);
+    img->data = data;
+    img->len = len;
+    img->crc32c = sdc_wire_crc32c(0, data, len);
+    img->width = w;
+    img->height = h;
+    return SDC_OK;
+}
+
+sdc_status_t sdc_job_params_set_image(sdc_job_params_t *p, const sdc_job_image_t *img,
+                                      sdc_error_t *err)
+{
+    if (!p->width)
+        p->width = img->width;
+    if (!p->height)
+        p->height = img->height;
+    if (p->width != img->width || p->height != img->height)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG,
+                             "the input image is %dx%d but the job's size is %dx%d (WxH): resize "
+                             "or crop it to the output size first (sdc does not resample images)",
+                             img->width, img->height, p->width, p->height);
+    p->image_bytes = img->len;
+    p->image_crc32c = img->crc32c;
     return SDC_OK;
 }
 
@@ -539,8 +700,8 @@ static const sdc_redis_script_t script_advance = {
     "return {'applied', to, j.attempt, s}\n",
 };
 
-/* KEYS job, events, result, jobs stream. ARGV 4 PNG, 5 result TTL ms,
- * 6 group, 7 retention ms. The ack goes first: if it fails (no group),
+/* KEYS job, events, result, jobs stream, image. ARGV 4 PNG, 5 result TTL
+ * ms, 6 group, 7 retention ms. The ack goes first: if it fails (no group),
  * nothing has been written. */
 static const sdc_redis_script_t script_complete = {
     "complete",
@@ -557,10 +718,11 @@ static const sdc_redis_script_t script_complete = {
     "event('state', 'done', 'attempt', j.attempt, 'step', j.steps, 'steps', j.steps, 'ts', now)\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[7])\n"
     "redis.call('PEXPIRE', KEYS[2], ARGV[7])\n"
+    "redis.call('PEXPIRE', KEYS[5], ARGV[7])\n"
     "return {'applied', 'done', j.attempt, j.steps}\n",
 };
 
-/* Fail and requeue share: KEYS job, events, jobs stream, dead. ARGV 4 reason,
+/* Fail and requeue share: KEYS job, events, jobs stream, dead, image. ARGV 4 reason,
  * 5 group, 6 retention ms, 7 dead cap, 8 job id [, 9 max attempts]. */
 #define LUA_FAIL                                                                        \
     "local function fail_job(j, reason)\n"                                              \
@@ -574,6 +736,7 @@ static const sdc_redis_script_t script_complete = {
     "             'attempt', j.attempt, 'entry', j.entry, 'reason', reason, 'ts', now)\n" \
     "  redis.call('PEXPIRE', KEYS[1], ARGV[6])\n"                                       \
     "  redis.call('PEXPIRE', KEYS[2], ARGV[6])\n"                                       \
+    "  redis.call('PEXPIRE', KEYS[5], ARGV[6])\n"                                       \
     "  return {'applied', 'failed', j.attempt, j.step}\n"                               \
     "end\n"
 
@@ -643,19 +806,23 @@ static const sdc_redis_script_t script_release = {
     "return 0\n",
 };
 
-/* KEYS job, jobs stream, events. ARGV 1 job id, 2 params JSON, 3 steps,
- * 4 now (ms, the submitter's clock), 5 events cap. A job hash that exists
- * already is left alone: "same" when its params equal ARGV[2] (a repeated
- * submit), "other" when they differ, "noparams" when it has none. Otherwise
- * writes the hash, the stream entry and the first event: "added". */
+/* KEYS job, jobs stream, events, image. ARGV 1 job id, 2 params JSON,
+ * 3 steps, 4 now (ms, the submitter's clock), 5 events cap, 6 the input
+ * image ("" for none). A job hash that exists already is left alone: "same"
+ * when its params equal ARGV[2] and its stored image ARGV[6] (a repeated
+ * submit), "other" / "otherimage" when they differ, "noparams" when it has
+ * none. Otherwise writes the hash, the image, the stream entry and the
+ * first event: "added". */
 static const sdc_redis_script_t script_submit = {
     "submit",
     "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
     "  local p = redis.call('HGET', KEYS[1], 'params')\n"
     "  if not p then return 'noparams' end\n"
-    "  if p == ARGV[2] then return 'same' end\n"
-    "  return 'other'\n"
+    "  if p ~= ARGV[2] then return 'other' end\n"
+    "  if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return 'otherimage' end\n"
+    "  return 'same'\n"
     "end\n"
+    "if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6]) end\n"
     "redis.call('HSET', KEYS[1], 'state', 'queued', 'attempt', '1', 'step', '0', 'steps', ARGV[3],\n"
     "           'params', ARGV[2], 'created_ms', ARGV[4], 'updated_ms', ARGV[4],\n"
     "           'queued_ms', ARGV[4])\n"
@@ -676,6 +843,7 @@ static int reply_is(const redisReply *r, const char *s)
 
 typedef struct {
     char job[KEY_MAX], events[KEY_MAX], result[KEY_MAX], stream[KEY_MAX], dead[KEY_MAX];
+    char image[KEY_MAX];
 } job_keys_t;
 
 static sdc_status_t job_keys(sdc_jobs_t *q, const char *id, job_keys_t *k, sdc_error_t *err)
@@ -686,6 +854,7 @@ static sdc_status_t job_keys(sdc_jobs_t *q, const char *id, job_keys_t *k, sdc_e
     if (st == SDC_OK) st = sdc_redis_key(q->r, k->result, KEY_MAX, err, "result:%s", id);
     if (st == SDC_OK) st = sdc_redis_key(q->r, k->stream, KEY_MAX, err, "jobs");
     if (st == SDC_OK) st = sdc_redis_key(q->r, k->dead, KEY_MAX, err, "dead");
+    if (st == SDC_OK) st = sdc_redis_key(q->r, k->image, KEY_MAX, err, "job:%s:image", id);
     return st;
 }
 
@@ -716,6 +885,7 @@ sdc_status_t sdc_jobs_init(sdc_jobs_t *q, sdc_redis_t *r, const sdc_jobs_opts_t 
     q->retention_ms = opts->retention_ms ? opts->retention_ms : 7 * 24 * 3600 * 1000LL;
     q->events_maxlen = opts->events_maxlen ? opts->events_maxlen : 1000;
     q->dead_maxlen = opts->dead_maxlen ? opts->dead_maxlen : 100000;
+    q->max_image_bytes = opts->max_image_bytes ? opts->max_image_bytes : SDC_JOB_IMAGE_DEFAULT_CAP;
     return SDC_OK;
 }
 
@@ -764,9 +934,36 @@ static sdc_status_t expect_status(sdc_redis_t *r, const char *what, sdc_error_t 
     return st;
 }
 
-/* One round trip: script_submit checks and writes atomically. */
 sdc_status_t sdc_job_submit(sdc_jobs_t *q, const sdc_job_params_t *p, int *existed,
                             sdc_error_t *err)
+{
+    return sdc_job_submit_image(q, p, NULL, existed, err);
+}
+
+/* The image a job's params name, against what is at hand. */
+static sdc_status_t image_matches(const sdc_jobs_t *q, const sdc_job_params_t *p,
+                                  const sdc_job_image_t *img, sdc_error_t *err)
+{
+    if (!img != !p->image_bytes)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job %s: %s", p->id,
+                             img ? "an image without 'init_image' in the params"
+                                 : "'init_image' without the image");
+    if (!img)
+        return SDC_OK;
+    if (img->len > q->max_image_bytes)
+        return sdc_error_set(err, SDC_ERR_RANGE, "job %s: the image is %zu bytes, over the limit "
+                             "of %zu bytes", p->id, img->len, q->max_image_bytes);
+    if (img->len != p->image_bytes || img->crc32c != p->image_crc32c ||
+        img->width != p->width || img->height != p->height)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job %s: the image (%zu bytes, %dx%d) is "
+                             "not the one its params name (sdc_job_params_set_image)", p->id,
+                             img->len, img->width, img->height);
+    return SDC_OK;
+}
+
+/* One round trip: script_submit checks and writes atomically. */
+sdc_status_t sdc_job_submit_image(sdc_jobs_t *q, const sdc_job_params_t *p,
+                                  const sdc_job_image_t *img, int *existed, sdc_error_t *err)
 {
     job_keys_t k;
     char *json;
@@ -777,17 +974,19 @@ sdc_status_t sdc_job_submit(sdc_jobs_t *q, const sdc_job_params_t *p, int *exist
     sdc_status_t st = sdc_job_params_to_json(p, &json, &len, err);
     if (st != SDC_OK)
         return st;
-    if ((st = job_keys(q, p->id, &k, err)) != SDC_OK)
+    if ((st = image_matches(q, p, img, err)) != SDC_OK ||
+        (st = job_keys(q, p->id, &k, err)) != SDC_OK)
         goto out;
     snprintf(ms, sizeof(ms), "%" PRId64, wall_ms());
-    snprintf(steps, sizeof(steps), "%d", p->steps);
+    snprintf(steps, sizeof(steps), "%d", sdc_job_params_run_steps(p));
     snprintf(cap, sizeof(cap), "%ld", q->events_maxlen);
-    const char *keys[] = {k.job, k.stream, k.events};
-    size_t klen[] = {strlen(k.job), strlen(k.stream), strlen(k.events)};
-    const char *args[] = {p->id, json, steps, ms, cap};
-    size_t alen[] = {strlen(p->id), len, strlen(steps), strlen(ms), strlen(cap)};
+    const char *keys[] = {k.job, k.stream, k.events, k.image};
+    size_t klen[] = {strlen(k.job), strlen(k.stream), strlen(k.events), strlen(k.image)};
+    const char *args[] = {p->id, json, steps, ms, cap, img ? (const char *)img->data : ""};
+    size_t alen[] = {strlen(p->id), len, strlen(steps), strlen(ms), strlen(cap),
+                     img ? img->len : 0};
     redisReply *rep;
-    st = sdc_redis_eval(q->r, &script_submit, 3, keys, klen, 5, args, alen, &rep, err);
+    st = sdc_redis_eval(q->r, &script_submit, 4, keys, klen, 6, args, alen, &rep, err);
     if (st != SDC_OK)
         goto out;
     if ((st = sdc_redis_expect(rep, REDIS_REPLY_STRING, "submit script", err)) != SDC_OK) {
@@ -798,6 +997,9 @@ sdc_status_t sdc_job_submit(sdc_jobs_t *q, const sdc_job_params_t *p, int *exist
     } else if (reply_is(rep, "other")) {
         st = sdc_error_set(err, SDC_ERR_INVALID_ARG,
                            "job %s: a job with this id exists with other params", p->id);
+    } else if (reply_is(rep, "otherimage")) {
+        st = sdc_error_set(err, SDC_ERR_INVALID_ARG,
+                           "job %s: a job with this id exists with another input image", p->id);
     } else if (reply_is(rep, "noparams")) {
         st = sdc_error_set(err, SDC_ERR_FORMAT, "job %s: hash exists without params", p->id);
     } else if (!reply_is(rep, "added")) {
@@ -1215,10 +1417,10 @@ sdc_status_t sdc_job_complete(sdc_jobs_t *q, const char *id, int64_t attempt,
     snprintf(ttl, sizeof(ttl), "%" PRId64, q->result_ttl_ms);
     snprintf(keep, sizeof(keep), "%" PRId64, q->retention_ms);
     transition_t t = {"complete", id, attempt, SDC_JOB_DONE, SDC_JOB_DONE};
-    const char *keys[] = {k.job, k.events, k.result, k.stream};
+    const char *keys[] = {k.job, k.events, k.result, k.stream, k.image};
     const char *extra[] = {(const char *)png, ttl, q->group, keep};
     size_t elen[] = {len, strlen(ttl), strlen(q->group), strlen(keep)};
-    return transition(q, &script_complete, &t, 4, keys, 4, extra, elen, outcome, err);
+    return transition(q, &script_complete, &t, 5, keys, 4, extra, elen, outcome, err);
 }
 
 static sdc_status_t fail_or_requeue(sdc_jobs_t *q, const sdc_redis_script_t *s, transition_t *t,
@@ -1236,9 +1438,9 @@ static sdc_status_t fail_or_requeue(sdc_jobs_t *q, const sdc_redis_script_t *s, 
     snprintf(keep, sizeof(keep), "%" PRId64, q->retention_ms);
     snprintf(cap, sizeof(cap), "%ld", q->dead_maxlen);
     snprintf(maxa, sizeof(maxa), "%d", max_attempts);
-    const char *keys[] = {k.job, k.events, k.stream, k.dead};
+    const char *keys[] = {k.job, k.events, k.stream, k.dead, k.image};
     const char *extra[] = {reason, q->group, keep, cap, t->id, maxa};
-    return transition(q, s, t, 4, keys, s == &script_requeue ? 6 : 5, extra, NULL, outcome, err);
+    return transition(q, s, t, 5, keys, s == &script_requeue ? 6 : 5, extra, NULL, outcome, err);
 }
 
 sdc_status_t sdc_job_fail(sdc_jobs_t *q, const char *id, int64_t attempt, const char *reason,
@@ -1376,6 +1578,85 @@ sdc_status_t sdc_job_get_params(sdc_jobs_t *q, const char *id, sdc_job_params_t 
              (st = sdc_job_params_parse(p, rep->str, rep->len, err)) != SDC_OK)
         sdc_error_wrap(err, "job %s: stored params", id);
     sdc_redis_reply_free(rep);
+    return st;
+}
+
+/* The stored bytes of p's image, checked against p's size and CRC-32C. */
+static sdc_status_t image_fetch(sdc_jobs_t *q, const sdc_job_params_t *p, const job_keys_t *k,
+                                redisReply **out, sdc_error_t *err)
+{
+    redisReply *rep;
+    long long n = 0;
+    sdc_status_t st = sdc_redis_command(q->r, &rep, err, "STRLEN %s", k->image);
+    if (st != SDC_OK)
+        return st;
+    st = sdc_redis_expect(rep, REDIS_REPLY_INTEGER, "STRLEN image", err);
+    if (st == SDC_OK)
+        n = rep->integer;
+    sdc_redis_reply_free(rep);
+    if (st != SDC_OK)
+        return st;
+    if (n == 0)
+        return sdc_error_set(err, SDC_ERR_NOT_FOUND, "its input image (%s) is not in Redis",
+                             k->image);
+    if ((unsigned long long)n > q->max_image_bytes)
+        return sdc_error_set(err, SDC_ERR_RANGE, "its input image of %lld bytes is over this "
+                             "cluster's limit of %zu bytes (max_image_bytes)", n,
+                             q->max_image_bytes);
+    if ((st = sdc_redis_command(q->r, &rep, err, "GET %s", k->image)) != SDC_OK)
+        return st;
+    if (rep->type == REDIS_REPLY_NIL)
+        st = sdc_error_set(err, SDC_ERR_NOT_FOUND, "its input image (%s) is not in Redis",
+                           k->image);
+    else
+        st = sdc_redis_expect(rep, REDIS_REPLY_STRING, "GET image", err);
+    uint32_t crc = st == SDC_OK ? sdc_wire_crc32c(0, rep->str, rep->len) : 0;
+    if (st == SDC_OK && (rep->len != p->image_bytes || crc != p->image_crc32c))
+        st = sdc_error_set(err, SDC_ERR_FORMAT, "its stored input image (%zu bytes, CRC-32C "
+                           "%08" PRIx32 ") is not the one its parameters name (%zu bytes, "
+                           "%08" PRIx32 ")", rep->len, crc, p->image_bytes, p->image_crc32c);
+    if (st != SDC_OK) {
+        sdc_redis_reply_free(rep);
+        return st;
+    }
+    *out = rep;
+    return SDC_OK;
+}
+
+sdc_status_t sdc_job_image_load(sdc_jobs_t *q, const sdc_job_params_t *p, uint8_t **rgb,
+                                sdc_error_t *err)
+{
+    job_keys_t k;
+    redisReply *rep = NULL;
+    int w = 0, h = 0;
+    *rgb = NULL;
+    sdc_status_t st = job_keys(q, p->id, &k, err);
+    if (st != SDC_OK)
+        return st;
+    if (!p->image_bytes)
+        st = sdc_error_set(err, SDC_ERR_INVALID_ARG, "no input image in its parameters");
+    else if (p->image_bytes > q->max_image_bytes)
+        st = sdc_error_set(err, SDC_ERR_RANGE, "its input image of %zu bytes is over this "
+                           "cluster's limit of %zu bytes (max_image_bytes)", p->image_bytes,
+                           q->max_image_bytes);
+    else
+        st = image_fetch(q, p, &k, &rep, err);
+    if (st == SDC_OK) {
+        st = sdc_image_decode((const uint8_t *)rep->str, rep->len,
+                              (size_t)SDC_JOB_SIDE_MAX * SDC_JOB_SIDE_MAX, rgb, &w, &h, err);
+        if (st != SDC_OK)
+            sdc_error_wrap(err, "its input image");
+        sdc_redis_reply_free(rep);
+    }
+    if (st == SDC_OK && (w != p->width || h != p->height))
+        st = sdc_error_set(err, SDC_ERR_INVALID_ARG, "its input image is %dx%d but the job's "
+                           "size is %dx%d (WxH)", w, h, p->width, p->height);
+    if (st != SDC_OK) {
+        free(*rgb);
+        *rgb = NULL;
+        if (st != SDC_ERR_IO)
+            sdc_error_wrap(err, "job %s", p->id);
+    }
     return st;
 }
 

@@ -3,11 +3,14 @@
  * "Redis schema"). Key names below omit the configurable prefix ("sdc:").
  *
  *   jobs              stream, group "coordinators": entries {id, attempt, params}
- *   job:<id>          hash: state, attempt, step, steps, params, pipeline, owner,
+ *   job:<id>          hash: state, attempt, step, steps (that run), params, pipeline, owner,
  *                     entry (the stream entry of the current attempt), error,
  *                     result, created_ms, updated_ms, <state>_ms
  *   job:<id>:events   stream capped near events_maxlen: {state, attempt, step,
  *                     steps, ts[, error]} per transition
+ *   job:<id>:image    string: an image-to-image job's input image (PNG or
+ *                     JPEG bytes), written with the job; the same retention
+ *                     as the hash once the job is done or failed
  *   result:<id>       string with TTL: the PNG
  *   dead              stream: {job, attempt, entry, reason, ts}
  *   node:<id>         hash with TTL: role, address, pipeline, stage, load,
@@ -45,6 +48,9 @@
 #define SDC_JOB_RESULT_MAX (512u << 20) /* Redis' largest string */
 #define SDC_JOB_REASON_MAX 1024
 #define SDC_STREAM_ID_MAX 48           /* "<ms>-<seq>" */
+#define SDC_JOB_IMAGE_MAX (512u << 20)   /* Redis' largest string */
+#define SDC_JOB_IMAGE_DEFAULT_CAP (16u << 20) /* sdc_jobs_opts_t.max_image_bytes */
+#define SDC_JOB_STRENGTH_DEFAULT 0.6   /* = sdc-generate --strength */
 
 /* ---- parameters ----------------------------------------------------- */
 
@@ -60,15 +66,26 @@ typedef struct {
     int has_guidance;      /* 0: the model's guidance */
     double guidance;
     int trim_text;         /* drop padded text tokens before the DiT */
+    /* Image-to-image: the image itself is job:<id>:image; the parameters
+     * name it by size and CRC-32C. image_bytes 0: text-to-image. */
+    size_t image_bytes;
+    uint32_t image_crc32c;
+    int has_strength;      /* strength was given (it needs an image) */
+    double strength;       /* 0 < strength <= 1 */
+    int refine;            /* run the refiner after decoding */
 } sdc_job_params_t;
 
 /* Defaults: no text, size 0x0 (model default), 50 steps, seed 0, model
- * guidance, trim_text 1. */
+ * guidance, trim_text 1, no image, strength SDC_JOB_STRENGTH_DEFAULT, no
+ * refiner. */
 void sdc_job_params_init(sdc_job_params_t *p);
 void sdc_job_params_free(sdc_job_params_t *p);
 
 /* Parses a params object: {"id", "prompt" | "embeds", "negative_prompt",
- * "width", "height", "steps", "seed", "guidance", "trim_text"}. Strict:
+ * "width", "height", "steps", "seed", "guidance", "trim_text", "init_image",
+ * "strength", "refine"}. "init_image" is {"bytes": N, "crc32c": "8 hex
+ * digits"}; an image-to-image job states its width and height (its image's)
+ * and a strength that leaves at least one denoising step (> 0). Strict:
  * unknown or repeated fields, wrong types, non-integral or out-of-range
  * numbers, invalid UTF-8 and NUL characters are SDC_ERR_FORMAT or
  * SDC_ERR_RANGE with a message naming the field. "seed" is an integer up to
@@ -81,6 +98,31 @@ sdc_status_t sdc_job_params_validate(const sdc_job_params_t *p, sdc_error_t *err
  * *json is malloc'd and NUL-terminated. */
 sdc_status_t sdc_job_params_to_json(const sdc_job_params_t *p, char **json, size_t *len,
                                     sdc_error_t *err);
+
+/* The denoising steps the job runs: steps, or for image-to-image the tail
+ * of the schedule that strength keeps (sdc_img2img_start_step). p must be
+ * valid. */
+int sdc_job_params_run_steps(const sdc_job_params_t *p);
+
+/* ---- input images (image-to-image) ------------------------------------------ */
+
+/* Image bytes checked for a job: data is borrowed. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    uint32_t crc32c;
+    int width, height;
+} sdc_job_image_t;
+
+/* Checks an input image: 1..max_bytes bytes (0: SDC_JOB_IMAGE_DEFAULT_CAP),
+ * a PNG or JPEG that decodes completely, each side 1..SDC_JOB_SIDE_MAX. */
+sdc_status_t sdc_job_image_check(const uint8_t *data, size_t len, size_t max_bytes,
+                                 sdc_job_image_t *img, sdc_error_t *err);
+/* Names img in p (image_bytes, image_crc32c); a width or height of 0 becomes
+ * the image's (as sdc-generate's output defaults to the input's size), any
+ * other must equal it: sdc does not resample. */
+sdc_status_t sdc_job_params_set_image(sdc_job_params_t *p, const sdc_job_image_t *img,
+                                      sdc_error_t *err);
 
 /* 1..64 of [A-Za-z0-9._-]; what names the id in the message. */
 sdc_status_t sdc_job_id_check(const char *id, const char *what, sdc_error_t *err);
@@ -126,6 +168,7 @@ typedef struct {
     int64_t retention_ms;  /* 0: 7 days; job hash and events, once done or failed */
     long events_maxlen;    /* 0: 1000 (approximate trimming) */
     long dead_maxlen;      /* 0: 100000 */
+    size_t max_image_bytes; /* 0: SDC_JOB_IMAGE_DEFAULT_CAP; input images */
 } sdc_jobs_opts_t;
 
 typedef struct {
@@ -135,6 +178,7 @@ typedef struct {
     int64_t retention_ms;
     long events_maxlen;
     long dead_maxlen;
+    size_t max_image_bytes;
 } sdc_jobs_t;
 
 sdc_status_t sdc_jobs_init(sdc_jobs_t *q, sdc_redis_t *r, const sdc_jobs_opts_t *opts,
@@ -148,6 +192,13 @@ sdc_status_t sdc_jobs_group_create(sdc_jobs_t *q, sdc_error_t *err);
  * with other params it is SDC_ERR_INVALID_ARG. existed may be NULL. */
 sdc_status_t sdc_job_submit(sdc_jobs_t *q, const sdc_job_params_t *p, int *existed,
                             sdc_error_t *err);
+/* The same for an image-to-image job: img (from sdc_job_image_check, at
+ * most q->max_image_bytes) must be the image p names; it is written as
+ * job:<id>:image in the same script. A retried submit is "the same job"
+ * only when the stored image is byte-identical too. img NULL: as
+ * sdc_job_submit. */
+sdc_status_t sdc_job_submit_image(sdc_jobs_t *q, const sdc_job_params_t *p,
+                                  const sdc_job_image_t *img, int *existed, sdc_error_t *err);
 
 /* A stream entry as a consumer receives it. problem[0] != 0 marks an entry
  * that cannot be run (missing or bad fields, deleted data): hand it to
@@ -230,6 +281,13 @@ typedef struct {
 /* SDC_ERR_NOT_FOUND when there is no such job (or it expired). */
 sdc_status_t sdc_job_get(sdc_jobs_t *q, const char *id, sdc_job_status_t *st, sdc_error_t *err);
 sdc_status_t sdc_job_get_params(sdc_jobs_t *q, const char *id, sdc_job_params_t *p,
+                                sdc_error_t *err);
+/* The input image of p's job, where it is used: fetched (refused above
+ * q->max_image_bytes before it is read), checked against p (size and
+ * CRC-32C), decoded to RGB8 (*rgb malloc'd, height x width x 3) and checked
+ * against p's width and height. SDC_ERR_NOT_FOUND when it is gone;
+ * SDC_ERR_IO only for Redis itself. */
+sdc_status_t sdc_job_image_load(sdc_jobs_t *q, const sdc_job_params_t *p, uint8_t **rgb,
                                 sdc_error_t *err);
 /* The PNG, malloc'd; SDC_ERR_NOT_FOUND when absent or expired. */
 sdc_status_t sdc_job_result_get(sdc_jobs_t *q, const char *id, unsigned char **data,

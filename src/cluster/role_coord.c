@@ -219,6 +219,14 @@ static sdc_status_t prepare(sdc_rt_t *rt, const sdc_job_entry_t *e, sdc_job_para
         return st;
     if (strcmp(p->id, e->job_id) != 0)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "parameters name job %s", p->id);
+    /* The refiner role does not exist yet: no cluster file can name one. */
+    if (p->refine)
+        return sdc_error_set(err, SDC_ERR_UNSUPPORTED, "the job asks for 'refine', but this "
+                             "cluster has no refiner node");
+    if (p->image_bytes > rt->q.max_image_bytes)
+        return sdc_error_set(err, SDC_ERR_RANGE, "its input image of %zu bytes is over this "
+                             "cluster's limit of %zu bytes (max_image_bytes)", p->image_bytes,
+                             rt->q.max_image_bytes);
     int side = sdc_parts_default_side(&rt->vc);
     if (!p->width)
         p->width = side;

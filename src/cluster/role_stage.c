@@ -18,6 +18,13 @@
  *               step) or, after the last step, to a VAE node.
  * With one stage, stage 0 is the last stage and the lap is a function call.
  *
+ * Image-to-image: stage 0 fetches the job's input image from Redis, checks
+ * it against the parameters and encodes it (the VAE encoder, loaded on
+ * first use) exactly as sdc-generate --init-image does; the encoding
+ * travels with the job's step-0 samples ("image_latents") through the ring
+ * to the last stage, so both ends start from the same noised latent and the
+ * same strength-truncated schedule without encoding twice.
+ *
  * With --synthetic-ms MS (benchmarks) a stage sleeps MS per sample instead
  * of running its blocks, driving UCX meanwhile; activations pass through
  * unchanged and the last stage takes a zero velocity instead of the head's
@@ -35,9 +42,11 @@
 #include "common/log.h"
 #include "common/timer.h"
 #include "model/embeds.h"
+#include "model/img2img.h"
 
 #define STAGE_CHECK_S 2.0    /* how often held jobs are checked against Redis */
 #define STAGE_SAMPLE_HDR 320 /* header bytes a sample costs at most, params aside */
+#define STAGE_TENSOR_HDR 64  /* header bytes of one more tensor of a sample */
 #define STAGE_SYNTH_SLICE_S 0.0002 /* --synthetic-ms: sleep slice between UCX progress */
 
 enum { PASS_COND = 0, PASS_UNCOND = 1 };
@@ -53,6 +62,7 @@ typedef struct {
     sdc_denoise_t d;
     int has_d;
     sdc_embeds_t text;     /* stage 0 */
+    float *image_latents;  /* stage 0 of several: the encoded input image, for step 0 */
     int queued;            /* stage 0: samples waiting to be embedded */
     float *pred[2];        /* last stage: this step's predictions */
     unsigned got;          /* bits of pred[] filled at this step */
@@ -69,6 +79,7 @@ typedef struct {
 typedef struct {
     Sdc__Sample meta;
     char job_id[SDC_JOB_ID_MAX + 1];
+    const float *image_latents; /* step 0 of an image-to-image job, else NULL */
 } stage_item_t;
 
 typedef struct {
@@ -108,6 +119,7 @@ static void job_free(stage_job_t *j)
     if (j->has_d)
         sdc_denoise_free(&j->d);
     sdc_embeds_free(&j->text);
+    free(j->image_latents);
     sdc_job_params_free(&j->params);
     free(j->params_json);
     free(j->pred[0]);
@@ -158,13 +170,60 @@ static sdc_status_t add_job(stage_t *st, stage_job_t *j, sdc_error_t *err)
     return SDC_OK;
 }
 
-/* A job record from its parameters (s: the job's first sample). At the
- * ends of the ring it holds the engine state exactly as
- * sdc_pipeline_generate sets it up (same noise, schedule and guider); a
- * middle stage only remembers the job, to tell its samples from strays. */
+/* The denoising state of an image-to-image job, as
+ * sdc_pipeline_generate_img2img sets it up: stage 0 encodes the input
+ * image, the last stage of several takes that encoding from the job's first
+ * sample (il: il_bytes of float32, NULL when the sample had none). */
+static sdc_status_t job_init_img2img(sdc_rt_t *rt, stage_t *st, stage_job_t *j,
+                                     const float *il, size_t il_bytes, sdc_error_t *err)
+{
+    const int64_t f = rt->vc.spatial_compression_ratio;
+    const size_t n = (size_t)(rt->dc.in_channels * (j->params.height / f) *
+                              (j->params.width / f));
+    float *own = NULL;
+    uint8_t *rgb = NULL;
+    sdc_status_t s = SDC_OK;
+    if (rt->vc.latent_channels != rt->dc.in_channels)
+        return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
+                             "image-to-image: the VAE has %lld latent channels, the transformer "
+                             "takes %lld", (long long)rt->vc.latent_channels,
+                             (long long)rt->dc.in_channels);
+    if (st->first) {
+        if (!(own = malloc(n * sizeof(float))))
+            return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory for the image latents");
+        s = sdc_job_image_load(&rt->q, &j->params, &rgb, err);
+        if (s == SDC_OK) {
+            sdc_init_image_t init = {rgb, j->params.width, j->params.height,
+                                     j->params.strength};
+            s = sdc_img2img_encode(&j->pipe, &j->gp, &init, own, err);
+        }
+        il = own;
+    } else if (!il || il_bytes != n * sizeof(float)) {
+        s = sdc_error_set(err, SDC_ERR_FORMAT, "the first sample of image-to-image job %s "
+                          "carries %s", j->id, il ? "'image_latents' of the wrong size"
+                                                  : "no 'image_latents'");
+    }
+    if (s == SDC_OK)
+        s = sdc_denoise_init_img2img(&j->d, &j->pipe, &j->gp, j->glyph, il, j->params.strength,
+                                     NULL, err);
+    j->has_d = s == SDC_OK;
+    if (s == SDC_OK && st->first && !st->last) {
+        j->image_latents = own;
+        own = NULL;
+    }
+    free(own);
+    free(rgb);
+    return s;
+}
+
+/* A job record from its parameters (s: the job's first sample; il: its
+ * image latents, see job_init_img2img). At the ends of the ring it holds
+ * the engine state exactly as sdc_pipeline_generate sets it up (same
+ * noise, schedule and guider); a middle stage only remembers the job, to
+ * tell its samples from strays. */
 static sdc_status_t job_create(sdc_rt_t *rt, stage_t *st, const Sdc__Sample *s0,
-                               const char *params_json, int glyph, stage_job_t **out,
-                               sdc_error_t *err)
+                               const char *params_json, int glyph, const float *il,
+                               size_t il_bytes, stage_job_t **out, sdc_error_t *err)
 {
     const char *id = s0->job_id;
     uint32_t attempt = s0->attempt;
@@ -184,8 +243,12 @@ static sdc_status_t job_create(sdc_rt_t *rt, stage_t *st, const Sdc__Sample *s0,
         s = sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
     if (s == SDC_OK && (st->first || st->last)) {
         sdc_parts_job(st->pipe, &rt->dc, &j->params, &j->pipe, &j->gp);
-        s = sdc_denoise_init(&j->d, &j->pipe, &j->gp, glyph, NULL, err);
-        j->has_d = s == SDC_OK;
+        if (j->params.image_bytes) {
+            s = job_init_img2img(rt, st, j, il, il_bytes, err);
+        } else {
+            s = sdc_denoise_init(&j->d, &j->pipe, &j->gp, glyph, NULL, err);
+            j->has_d = s == SDC_OK;
+        }
     } else if (s == SDC_OK) {
         j->d.h = s0->grid_h;
         j->d.w = s0->grid_w;
@@ -323,10 +386,14 @@ static void on_text(sdc_rt_t *rt, stage_t *st, sdc_rt_msg_t *m)
     sdc_embeds_cond(&text.pos, &pos);
     int glyph = sdc_text_cond_has_glyph(&pos, rt->dc.text_embed_2_dim);
     stage_job_t *j;
-    s = job_create(rt, st, s0, s0->params_json, glyph, &j, &err);
+    s = job_create(rt, st, s0, s0->params_json, glyph, NULL, 0, &j, &err);
     if (s != SDC_OK) {
         sdc_embeds_free(&text);
-        sdc_rt_job_fail(rt, h->job_id, h->attempt, s, err.msg);
+        /* Redis out of reach while fetching an input image is not the job's fault. */
+        if (s == SDC_ERR_IO)
+            sdc_rt_job_lost(rt, h->job_id, h->attempt, err.msg);
+        else
+            sdc_rt_job_fail(rt, h->job_id, h->attempt, s, err.msg);
         return;
     }
     j->text = text;
@@ -554,22 +621,30 @@ static void forward(sdc_rt_t *rt, stage_t *st, int n)
     uint8_t *payload = NULL;
     sdc_backend_t *be = rt->be;
     const int64_t hidden = sdc_dit_hidden(&rt->dc);
-    sdc_status_t s = sdc_rt_tb_init(&tb, (size_t)n, 2 * (size_t)n, &err);
+    sdc_status_t s = sdc_rt_tb_init(&tb, (size_t)n, 3 * (size_t)n, &err);
     for (int i = 0; s == SDC_OK && i < n; i++) {
         const sdc_dit_sample_t *x = &st->samples[i];
+        const stage_item_t *it = &st->items[i];
         Sdc__Sample *smp = sdc_rt_tb_sample(&tb);
-        *smp = st->items[i].meta;
+        *smp = it->meta;
         smp->job_id = st->items[i].job_id;
         const int64_t rows[2] = {x->n_img + x->n_txt, hidden}, vec[1] = {hidden};
+        const int64_t lat[3] = {rt->dc.in_channels, it->meta.grid_h, it->meta.grid_w};
         sdc_rt_tb_tensor(&tb, (uint32_t)i, "hidden", SDC__DTYPE__DTYPE_F32, 2, rows);
         sdc_rt_tb_tensor(&tb, (uint32_t)i, "temb", SDC__DTYPE__DTYPE_F32, 1, vec);
+        if (it->image_latents)
+            sdc_rt_tb_tensor(&tb, (uint32_t)i, "image_latents", SDC__DTYPE__DTYPE_F32, 3, lat);
     }
     if (s == SDC_OK)
         s = sdc_rt_tb_layout(&tb, &payload, &err);
-    for (int i = 0; s == SDC_OK && i < n; i++) {
-        const Sdc__TensorDesc *hx = tb.desc_ptrs[2 * i], *ht = tb.desc_ptrs[2 * i + 1];
+    for (int i = 0, k = 0; s == SDC_OK && i < n; i++) {
+        const Sdc__TensorDesc *hx = tb.desc_ptrs[k++], *ht = tb.desc_ptrs[k++];
         be->ops->download(be, payload + hx->offset, st->samples[i].x, hx->nbytes);
         be->ops->download(be, payload + ht->offset, st->samples[i].temb, ht->nbytes);
+        if (st->items[i].image_latents) {
+            const Sdc__TensorDesc *il = tb.desc_ptrs[k++];
+            memcpy(payload + il->offset, st->items[i].image_latents, il->nbytes);
+        }
     }
     if (s == SDC_OK) {
         be->ops->sync(be);
@@ -695,7 +770,8 @@ static int run_first(sdc_rt_t *rt, stage_t *st)
     while (n < limit && st->n_tasks > 0) {
         stage_task_t t = st->tasks[0];
         stage_job_t *j = t.job;
-        size_t cost = STAGE_SAMPLE_HDR + (j->d.step == 0 ? strlen(j->params_json) : 0);
+        size_t cost = STAGE_SAMPLE_HDR + (j->d.step == 0 ? strlen(j->params_json) : 0) +
+                      (j->d.step == 0 && j->image_latents ? STAGE_TENSOR_HDR : 0);
         if (n > 0 && used + cost > budget)
             break;
         memmove(st->tasks, st->tasks + 1, (size_t)(st->n_tasks - 1) * sizeof(*st->tasks));
@@ -718,6 +794,7 @@ static int run_first(sdc_rt_t *rt, stage_t *st)
         stage_item_t *it = &st->items[n++];
         sdc__sample__init(&it->meta);
         snprintf(it->job_id, sizeof(it->job_id), "%s", j->id);
+        it->image_latents = j->d.step == 0 ? j->image_latents : NULL;
         it->meta.attempt = j->attempt;
         it->meta.step = (uint32_t)j->d.step;
         it->meta.steps = (uint32_t)j->d.n_steps;
@@ -753,7 +830,7 @@ static int run_first(sdc_rt_t *rt, stage_t *st)
 /* Middle and last stages: the job a sample belongs to, created on its
  * first lap; NULL (logged) for samples of jobs not running here. */
 static stage_job_t *ring_job(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m,
-                             const Sdc__Sample *s)
+                             const Sdc__Sample *s, const Sdc__TensorDesc *il)
 {
     sdc_error_t err = {0};
     stage_job_t *j = find_job(st, s->job_id);
@@ -770,7 +847,9 @@ static stage_job_t *ring_job(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m,
                     s->attempt, s->step);
         return NULL;
     }
-    sdc_status_t rc = job_create(rt, st, s, s->params_json, s->glyph, &j, &err);
+    sdc_status_t rc = job_create(rt, st, s, s->params_json, s->glyph,
+                                 il ? sdc_rt_tensor_data(m, il) : NULL, il ? il->nbytes : 0, &j,
+                                 &err);
     if (rc != SDC_OK) {
         sdc_rt_job_fail(rt, s->job_id, s->attempt, rc, err.msg);
         return NULL;
@@ -789,6 +868,7 @@ static int load_sample(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m, uint32_
     const Sdc__Sample *s = h->samples[i];
     const Sdc__TensorDesc *hx = sdc_wire_find_tensor(h, i, "hidden");
     const Sdc__TensorDesc *ht = sdc_wire_find_tensor(h, i, "temb");
+    const Sdc__TensorDesc *il = s->step == 0 ? sdc_wire_find_tensor(h, i, "image_latents") : NULL;
     sdc_backend_t *be = rt->be;
     sdc_error_t err = {0};
     if (!(m->w.live >> i & 1u)) {
@@ -799,7 +879,7 @@ static int load_sample(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m, uint32_
         sdc_rt_drop(rt, m, "sample %u: needs 'hidden' and 'temb' and a valid text row", i);
         return 0;
     }
-    stage_job_t *j = ring_job(rt, st, m, s);
+    stage_job_t *j = ring_job(rt, st, m, s, il);
     if (!j)
         return 0;
     j->touched = sdc_now();
@@ -838,6 +918,8 @@ static int load_sample(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m, uint32_
     it->meta = *s;
     snprintf(it->job_id, sizeof(it->job_id), "%s", s->job_id);
     it->meta.job_id = it->job_id;
+    /* Passed on as it came: m outlives the forward of this micro-batch. */
+    it->image_latents = il ? sdc_rt_tensor_data(m, il) : NULL;
     return 1;
 }
 

@@ -125,7 +125,7 @@ static sdc_status_t send_text(sdc_rt_t *rt, const te_t *te, const Sdc__Assign *a
         Sdc__Sample *smp = sdc_rt_tb_sample(&tb);
         smp->job_id = a->job_id;
         smp->attempt = a->attempt;
-        smp->steps = (uint32_t)p->steps;
+        smp->steps = (uint32_t)sdc_job_params_run_steps(p);
         smp->pass = i ? SDC__PASS__PASS_UNCOND : SDC__PASS__PASS_COND;
         smp->grid_h = (uint32_t)(p->height / f);
         smp->grid_w = (uint32_t)(p->width / f);
@@ -173,7 +173,9 @@ static void encode(sdc_rt_t *rt, te_t *te, const Sdc__Assign *a)
     int glyph = sdc_text_cond_has_glyph(&pos, rt->dc.text_embed_2_dim);
     sdc_parts_job(te->pipe, &rt->dc, &p, &jp, &gp);
     const sdc_guider_config_t *g = sdc_guider_select(&jp.guider, &jp.ocr_guider, glyph);
-    int with_neg = g && sdc_guider_needs_uncond(g, p.steps);
+    /* Image-to-image: the guider sees only the steps strength leaves, as
+     * in sdc-generate. */
+    int with_neg = g && sdc_guider_needs_uncond(g, sdc_job_params_run_steps(&p));
     if (with_neg && (s = negative(te, &p, &emb, &err)) != SDC_OK) {
         sdc_rt_job_fail(rt, a->job_id, a->attempt, s, err.msg);
         goto out;

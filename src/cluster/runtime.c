@@ -531,9 +531,11 @@ static void set_limits(sdc_rt_t *rt)
     l->text_dim_2 = (uint32_t)dc->text_embed_2_dim;
     l->float_dtypes = 1u << SDC_DTYPE_F32;
     /* The largest sample: activations of max_tokens rows (text embeddings
-     * and latents are smaller), plus its other tensors and alignment. */
+     * are smaller), plus its other tensors (temb; at step 0 of an
+     * image-to-image job a latent) and alignment. */
     uint64_t per_sample = (uint64_t)l->max_tokens * (l->hidden + 2) * sizeof(float) +
-                          (uint64_t)(l->hidden + 2 * SDC_RT_ALIGN) * 4;
+                          (uint64_t)(l->hidden + 2 * SDC_RT_ALIGN) * 4 +
+                          (uint64_t)l->latent_channels * grid * grid * sizeof(float);
     l->max_payload = per_sample * l->max_samples;
 }
 
@@ -572,7 +574,8 @@ static sdc_status_t open_redis(sdc_rt_t *rt, sdc_error_t *err)
     sdc_status_t st = sdc_redis_open(&rt->redis, &ro, err);
     if (st != SDC_OK)
         return sdc_error_wrap(err, "Redis %s", rt->cf->redis_url);
-    return sdc_jobs_init(&rt->q, rt->redis, NULL, err);
+    sdc_jobs_opts_t jo = {.max_image_bytes = (size_t)rt->cf->max_image_bytes};
+    return sdc_jobs_init(&rt->q, rt->redis, &jo, err);
 }
 
 /* MPI_Allgather of every rank's UCX address: the whole peer table at once. */

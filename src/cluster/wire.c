@@ -356,6 +356,7 @@ static const struct tensor_rule {
     {"temb", 0, 1, {DIM_HIDDEN}, NULL},
     {"latent", 0, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
     {"guider_state", 0, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
+    {"image_latents", 0, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
     {"prompt_embeds", 0, 2, {DIM_ROWS, DIM_TEXT}, NULL},
     {"prompt_embeds_mask", 1, 1, {DIM_ROWS}, "prompt_embeds"},
     {"prompt_embeds_2", 0, 2, {DIM_ROWS, DIM_TEXT_2}, NULL},

@@ -74,6 +74,8 @@ typedef enum {
  *   temb                  [hidden]                  float   time/guidance embedding
  *   latent                [latent_channels, grid_h, grid_w]  float
  *   guider_state          [latent_channels, grid_h, grid_w]  float  (APG momentum)
+ *   image_latents         [latent_channels, grid_h, grid_w]  float  (image-to-image:
+ *                                                   the encoded input image, step 0)
  *   prompt_embeds         [rows, text_dim]          float   LLM hidden states
  *   prompt_embeds_mask    [rows]                    mask    rows as prompt_embeds
  *   prompt_embeds_2       [rows, text_dim_2]        float   ByT5 states

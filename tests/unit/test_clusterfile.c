@@ -30,6 +30,7 @@ static void test_good_file(void)
     CHECK(strcmp(c.prefix, "sdc:") == 0);
     CHECK_EQ_INT(c.micro_batch, 3);
     CHECK_EQ_INT(c.max_inflight, 8); /* 2 x 3 stages + 2 */
+    CHECK_EQ_INT(c.max_image_bytes, 16 << 20);
     CHECK_EQ_INT(c.n_pipelines, 2);
     CHECK_EQ_INT(c.pipelines[0].block_begin[1], 2);
     CHECK_EQ_INT(c.pipelines[0].block_end[1], 4);
@@ -120,6 +121,10 @@ static void test_errors(void)
                  4, "no vae node");
     expect_error("{\"model\": \"m\", \"pipelines\": [{\"stages\": 5}], " NODES3 "}", 4,
                  "stage 1 has 0 nodes");
+    expect_error("{\"model\": \"m\", \"max_image_bytes\": 0, \"pipelines\": [{}], " NODES3 "}", 4,
+                 "max_image_bytes must be an integer in 1..536870912");
+    expect_error("{\"model\": \"m\", \"max_image_bytes\": \"16M\", \"pipelines\": [{}], " NODES3
+                 "}", 4, "max_image_bytes must be an integer");
 }
 
 static void test_missing_file(void)

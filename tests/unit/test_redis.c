@@ -7,6 +7,7 @@
  * reconnecting to a restarted server. */
 #include "cluster/jobs.h"
 #include "cluster/redis.h"
+#include "cluster/wire.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -529,6 +530,169 @@ static void test_params_malformed(void)
     CHECK_EQ_INT(sdc_job_params_parse(&p, "{}", SDC_JOB_PARAMS_JSON_MAX + 1, &err), SDC_ERR_RANGE);
 }
 
+/* Image-to-image parameters: the image by size and CRC-32C, strength,
+ * refine, and the steps strength leaves. */
+static void test_params_image(void)
+{
+    sdc_job_params_t p;
+    sdc_error_t err = {0};
+    const char *in = "{\"id\":\"i\",\"embeds\":\"/e\",\"width\":96,\"height\":64,\"steps\":4,"
+                     "\"init_image\":{\"crc32c\":\"0a1b2c3d\",\"bytes\":12515},\"strength\":0.6}";
+    CHECK_EQ_INT(sdc_job_params_parse(&p, in, strlen(in), &err), SDC_OK);
+    CHECK(p.image_bytes == 12515 && p.image_crc32c == 0x0a1b2c3du && p.has_strength);
+    CHECK(p.strength == 0.6 && !p.refine);
+    CHECK_EQ_INT(sdc_job_params_run_steps(&p), 3); /* int(4 - 2.4) = 1: steps 1..3 run */
+    char *json = NULL;
+    size_t len = 0;
+    CHECK_EQ_INT(sdc_job_params_to_json(&p, &json, &len, &err), SDC_OK);
+    CHECK_MSG(json && strcmp(json, "{\"id\":\"i\",\"embeds\":\"/e\",\"width\":96,\"height\":64,"
+                           "\"steps\":4,\"seed\":0,\"trim_text\":true,\"init_image\":{\"bytes\":"
+                           "12515,\"crc32c\":\"0a1b2c3d\"},\"strength\":0.6}") == 0, "%s", json);
+    free(json);
+    p.strength = 0.2;
+    CHECK_EQ_INT(sdc_job_params_run_steps(&p), 1);
+    p.strength = 1;
+    CHECK_EQ_INT(sdc_job_params_run_steps(&p), 4);
+    sdc_job_params_free(&p);
+    /* Strength defaults to sdc-generate's; refine is written only when set. */
+    const char *in2 = "{\"id\":\"i\",\"embeds\":\"/e\",\"width\":64,\"height\":64,\"steps\":10,"
+                      "\"init_image\":{\"bytes\":1,\"crc32c\":\"ffffffff\"},\"refine\":true}";
+    CHECK_EQ_INT(sdc_job_params_parse(&p, in2, strlen(in2), &err), SDC_OK);
+    CHECK(p.strength == SDC_JOB_STRENGTH_DEFAULT && !p.has_strength && p.refine == 1);
+    CHECK_EQ_INT(sdc_job_params_run_steps(&p), 6);
+    CHECK_EQ_INT(sdc_job_params_to_json(&p, &json, &len, &err), SDC_OK);
+    CHECK_MSG(strstr(json, "\"strength\":0.6,\"refine\":true}"), "%s", json);
+    free(json);
+    sdc_job_params_free(&p);
+    const char *plain = "{\"id\":\"t\",\"prompt\":\"x\",\"steps\":7}";
+    CHECK_EQ_INT(sdc_job_params_parse(&p, plain, strlen(plain), &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_params_run_steps(&p), 7);
+    sdc_job_params_free(&p);
+
+#define IMG "\"init_image\":{\"bytes\":10,\"crc32c\":\"00000000\"}"
+#define SIZE "\"width\":64,\"height\":64"
+    static const struct {
+        const char *json;
+        sdc_status_t code;
+        const char *needle;
+    } cases[] = {
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"strength\":0.5}", SDC_ERR_INVALID_ARG,
+         "'strength' goes with 'init_image'"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE "," IMG ",\"strength\":1.5}", SDC_ERR_RANGE,
+         "'strength' must be in 0..1, got 1.5"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE "," IMG ",\"strength\":-0.1}", SDC_ERR_RANGE,
+         "'strength' must be in 0..1"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE "," IMG ",\"strength\":\"0.5\"}", SDC_ERR_FORMAT,
+         "'strength' must be a number, got a string"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE "," IMG ",\"strength\":0}", SDC_ERR_RANGE,
+         "'strength' 0 runs none of the 50 steps"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," IMG "}", SDC_ERR_INVALID_ARG,
+         "states its 'width' and 'height'"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":\"cat.png\"}", SDC_ERR_FORMAT,
+         "'init_image' must be an object"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":{\"bytes\":10}}", SDC_ERR_FORMAT,
+         "'init_image' lacks 'crc32c'"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":{\"bytes\":0,\"crc32c\":\"00000000\"}}",
+         SDC_ERR_RANGE, "'init_image.bytes' must be an integer in 1.."},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":{\"bytes\":1e12,\"crc32c\":\"00000000\"}}",
+         SDC_ERR_RANGE, "'init_image.bytes'"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":{\"bytes\":9,\"crc32c\":\"0000000G\"}}",
+         SDC_ERR_FORMAT, "8 lowercase hex digits"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":{\"bytes\":9,\"crc32c\":7}}",
+         SDC_ERR_FORMAT, "8 lowercase hex digits"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":{\"bytes\":9,\"crc32c\":\"00000000\","
+         "\"path\":\"/x\"}}", SDC_ERR_FORMAT, "unknown field 'init_image.path'"},
+        {"{\"id\":\"a\",\"prompt\":\"x\"," SIZE ",\"init_image\":{\"bytes\":9,\"bytes\":9,"
+         "\"crc32c\":\"00000000\"}}", SDC_ERR_FORMAT, "'init_image.bytes' appears twice"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refine\":\"yes\"}", SDC_ERR_FORMAT,
+         "'refine' must be a boolean"},
+    };
+#undef IMG
+#undef SIZE
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sdc_status_t st = sdc_job_params_parse(&p, cases[i].json, strlen(cases[i].json), &err);
+        CHECK_MSG(st == cases[i].code, "case %zu %s: status %d want %d (%s)", i, cases[i].json,
+                  st, cases[i].code, err.msg);
+        CHECK_MSG(strstr(err.msg, cases[i].needle), "case %zu: message '%s' lacks '%s'", i,
+                  err.msg, cases[i].needle);
+    }
+    /* Filled in code: the same checks. */
+    sdc_job_params_init(&p);
+    snprintf(p.id, sizeof(p.id), "c");
+    p.prompt = strdup("x");
+    p.has_strength = 1;
+    CHECK_EQ_INT(sdc_job_params_validate(&p, &err), SDC_ERR_INVALID_ARG);
+    p.image_bytes = 5;
+    p.width = p.height = 64;
+    p.strength = NAN;
+    CHECK_EQ_INT(sdc_job_params_validate(&p, &err), SDC_ERR_RANGE);
+    p.strength = 0.5;
+    CHECK_EQ_INT(sdc_job_params_validate(&p, &err), SDC_OK);
+    p.refine = 2;
+    CHECK_EQ_INT(sdc_job_params_validate(&p, &err), SDC_ERR_INVALID_ARG);
+    sdc_job_params_free(&p);
+}
+
+/* The whole file in memory (tests/data). */
+static uint8_t *read_data(const char *name, size_t *len)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/goldens/%s", test_data_dir(), name);
+    FILE *f = fopen(path, "rb");
+    uint8_t *buf = f ? malloc(1 << 20) : NULL;
+    *len = buf ? fread(buf, 1, 1 << 20, f) : 0;
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+/* The PNG signature and an IHDR claiming 100000 x 100000 RGB8, nothing else. */
+static const uint8_t huge_png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13,
+                                   'I', 'H', 'D', 'R', 0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0,
+                                   8, 2, 0, 0, 0, 0x27, 0x30, 0x9c, 0x9f};
+
+static void test_image_check(void)
+{
+    sdc_error_t err = {0};
+    sdc_job_image_t img;
+    size_t len = 0;
+    uint8_t *png = read_data("img2img_init_64x96.png", &len);
+    CHECK(png && len == 12515);
+    if (!png)
+        return;
+    CHECK_EQ_INT(sdc_job_image_check(png, len, 0, &img, &err), SDC_OK);
+    CHECK(img.width == 96 && img.height == 64 && img.len == len && img.data == png);
+    CHECK(img.crc32c == sdc_wire_crc32c(0, png, len));
+    CHECK_EQ_INT(sdc_job_image_check(png, len, len - 1, &img, &err), SDC_ERR_RANGE);
+    CHECK(msg_has(&err, "12515 bytes, over the limit of 12514 bytes"));
+    CHECK_EQ_INT(sdc_job_image_check(png, 2000, 0, &img, &err), SDC_ERR_FORMAT);
+    CHECK(msg_has(&err, "truncated"));
+    CHECK_EQ_INT(sdc_job_image_check((const uint8_t *)"GIF89a....", 10, 0, &img, &err),
+                 SDC_ERR_FORMAT);
+    CHECK(msg_has(&err, "not a PNG or JPEG"));
+    CHECK_EQ_INT(sdc_job_image_check(png, 0, 0, &img, &err), SDC_ERR_FORMAT);
+    CHECK(msg_has(&err, "empty"));
+    CHECK_EQ_INT(sdc_job_image_check(huge_png, sizeof(huge_png), 0, &img, &err), SDC_ERR_RANGE);
+    CHECK(msg_has(&err, "100000 x 100000 pixels exceeds"));
+    size_t jlen = 0;
+    uint8_t *jpg = read_data("image_rgb.jpg", &jlen);
+    CHECK(jpg && sdc_job_image_check(jpg, jlen, 0, &img, &err) == SDC_OK);
+    CHECK(img.width == 40 && img.height == 24);
+    free(jpg);
+
+    /* The job's size follows the image, or must equal it. */
+    sdc_job_params_t p;
+    params_set(&p, "img", "x", 4);
+    CHECK_EQ_INT(sdc_job_image_check(png, len, 0, &img, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_params_set_image(&p, &img, &err), SDC_ERR_INVALID_ARG);
+    CHECK(msg_has(&err, "input image is 96x64 but the job's size is 64x96"));
+    p.width = p.height = 0;
+    CHECK_EQ_INT(sdc_job_params_set_image(&p, &img, &err), SDC_OK);
+    CHECK(p.width == 96 && p.height == 64 && p.image_bytes == len && p.image_crc32c == img.crc32c);
+    sdc_job_params_free(&p);
+    free(png);
+}
+
 static void test_state_table(void)
 {
     CHECK(sdc_job_transition_allowed(SDC_JOB_QUEUED, SDC_JOB_ENCODING));
@@ -1010,6 +1174,115 @@ static void test_requeue_and_dead_letter(void)
     sdc_redis_close(r);
 }
 
+/* An image job in Redis: the image beside the hash, retried submits,
+ * loading where it is used (every way it can be wrong) and its retention. */
+static void test_image_jobs(void)
+{
+    sdc_redis_t *r = open_main();
+    CHECK(r);
+    if (!r)
+        return;
+    flush(r);
+    sdc_jobs_t q;
+    sdc_error_t err = {0};
+    sdc_job_outcome_t oc;
+    size_t len = 0;
+    uint8_t *png = read_data("img2img_init_64x96.png", &len);
+    CHECK_EQ_INT(setup_queue(&q, r), 0);
+    CHECK(q.max_image_bytes == SDC_JOB_IMAGE_DEFAULT_CAP);
+    sdc_job_image_t img;
+    sdc_job_params_t p, plain;
+    params_set(&p, "im-1", "x", 10);
+    p.width = p.height = 0;
+    params_set(&plain, "im-1", "x", 10);
+    CHECK_EQ_INT(sdc_job_image_check(png, len, 0, &img, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_params_set_image(&p, &img, &err), SDC_OK);
+    p.strength = 0.5;
+    p.has_strength = 1;
+    /* The image and the params must agree. */
+    CHECK_EQ_INT(sdc_job_submit(&q, &p, NULL, &err), SDC_ERR_INVALID_ARG);
+    CHECK(msg_has(&err, "'init_image' without the image"));
+    CHECK_EQ_INT(sdc_job_submit_image(&q, &plain, &img, NULL, &err), SDC_ERR_INVALID_ARG);
+    CHECK(msg_has(&err, "an image without 'init_image'"));
+    int existed = -1;
+    CHECK_EQ_INT(sdc_job_submit_image(&q, &p, &img, &existed, &err), SDC_OK);
+    CHECK_EQ_INT(existed, 0);
+    CHECK_EQ_INT(cmd_int(r, "STRLEN %s", "sdc:job:im-1:image", NULL), (long long)len);
+    CHECK_EQ_INT(cmd_int(r, "PTTL %s", "sdc:job:im-1:image", NULL), -1);
+    sdc_job_status_t s;
+    CHECK_EQ_INT(sdc_job_get(&q, "im-1", &s, &err), SDC_OK);
+    CHECK(s.steps == 5); /* strength 0.5 of 10 */
+    CHECK_EQ_INT(sdc_job_submit_image(&q, &p, &img, &existed, &err), SDC_OK);
+    CHECK_EQ_INT(existed, 1);
+
+    /* Loaded where it is used: decoded, the size checked. */
+    uint8_t *rgb = NULL;
+    CHECK_EQ_INT(sdc_job_image_load(&q, &p, &rgb, &err), SDC_OK);
+    CHECK(rgb != NULL);
+    free(rgb);
+    sdc_job_params_t other = p;
+    other.width = 64;
+    CHECK_EQ_INT(sdc_job_image_load(&q, &other, &rgb, &err), SDC_ERR_INVALID_ARG);
+    CHECK(msg_has(&err, "job im-1: its input image is 96x64 but the job's size is 64x64"));
+    CHECK(rgb == NULL);
+    sdc_jobs_t small;
+    sdc_jobs_opts_t so = {.max_image_bytes = 1000};
+    CHECK_EQ_INT(sdc_jobs_init(&small, r, &so, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_image_load(&small, &p, &rgb, &err), SDC_ERR_RANGE);
+    CHECK(msg_has(&err, "over this cluster's limit of 1000 bytes"));
+    CHECK_EQ_INT(sdc_job_submit_image(&small, &p, &img, NULL, &err), SDC_ERR_RANGE);
+    /* Replaced behind the job's back: a retried submit is another job, and
+     * the image no longer loads. */
+    sdc_redis_reply_free(cmd(r, "SET sdc:job:im-1:image %s", "not a png"));
+    CHECK_EQ_INT(sdc_job_submit_image(&q, &p, &img, &existed, &err), SDC_ERR_INVALID_ARG);
+    CHECK(msg_has(&err, "exists with another input image"));
+    CHECK_EQ_INT(sdc_job_image_load(&q, &p, &rgb, &err), SDC_ERR_FORMAT);
+    CHECK(msg_has(&err, "stored input image (9 bytes"));
+    /* The right size and checksum, but not an image the cluster decodes. */
+    sdc_redis_reply_free(cmd(r, "SET sdc:job:im-1:image %b", huge_png, sizeof(huge_png)));
+    other = p;
+    other.image_bytes = sizeof(huge_png);
+    other.image_crc32c = sdc_wire_crc32c(0, huge_png, sizeof(huge_png));
+    CHECK_EQ_INT(sdc_job_image_load(&q, &other, &rgb, &err), SDC_ERR_RANGE);
+    CHECK(msg_has(&err, "its input image: PNG decoding: 100000 x 100000 pixels exceeds"));
+    sdc_redis_reply_free(cmd(r, "DEL sdc:job:im-1:image"));
+    CHECK_EQ_INT(sdc_job_image_load(&q, &p, &rgb, &err), SDC_ERR_NOT_FOUND);
+    CHECK(msg_has(&err, "(sdc:job:im-1:image) is not in Redis"));
+    CHECK_EQ_INT(sdc_job_image_load(&q, &plain, &rgb, &err), SDC_ERR_INVALID_ARG);
+
+    /* Requeue leaves the image; done and failed give it the job's retention. */
+    sdc_job_entry_t e;
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e), 0);
+    CHECK_EQ_INT(sdc_job_start(&q, "im-1", 1, e.entry_id, "coord-a", 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_requeue(&q, "im-1", 1, 3, "lost", NULL, &oc, &err), SDC_OK);
+    sdc_redis_reply_free(cmd(r, "SET sdc:job:im-1:image %b", png, len));
+    CHECK_EQ_INT(cmd_int(r, "PTTL %s", "sdc:job:im-1:image", NULL), -1);
+    free(e.params_json);
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e), 0);
+    CHECK(e.attempt == 2);
+    CHECK_EQ_INT(sdc_job_fail(&q, "im-1", 2, "bad image", &oc, &err), SDC_OK);
+    long long ttl = cmd_int(r, "PTTL %s", "sdc:job:im-1:image", NULL);
+    CHECK(ttl > 6 * 24 * 3600 * 1000LL && ttl <= cmd_int(r, "PTTL %s", "sdc:job:im-1", NULL) + 1000);
+    free(e.params_json);
+
+    sdc_job_params_free(&p);
+    params_set(&p, "im-2", "x", 4);
+    p.width = p.height = 0;
+    CHECK_EQ_INT(sdc_job_params_set_image(&p, &img, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_submit_image(&q, &p, &img, NULL, &err), SDC_OK);
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e), 0);
+    CHECK_EQ_INT(sdc_job_start(&q, "im-2", 1, e.entry_id, "coord-a", 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "im-2", 1, SDC_JOB_DENOISING, 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "im-2", 1, SDC_JOB_DECODING, 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_complete(&q, "im-2", 1, png, len, &oc, &err), SDC_OK);
+    CHECK(cmd_int(r, "PTTL %s", "sdc:job:im-2:image", NULL) > 6 * 24 * 3600 * 1000LL);
+    free(e.params_json);
+    sdc_job_params_free(&p);
+    sdc_job_params_free(&plain);
+    free(png);
+    sdc_redis_close(r);
+}
+
 static void test_node_registry(void)
 {
     sdc_redis_t *r = open_main();
@@ -1382,6 +1655,8 @@ int main(void)
     RUN(test_url_bad);
     RUN(test_params_roundtrip);
     RUN(test_params_malformed);
+    RUN(test_params_image);
+    RUN(test_image_check);
     RUN(test_state_table);
 
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/sdc-redis-XXXXXX");
@@ -1402,6 +1677,7 @@ int main(void)
     RUN(test_invalid_transitions);
     RUN(test_double_completion);
     RUN(test_requeue_and_dead_letter);
+    RUN(test_image_jobs);
     RUN(test_node_registry);
     RUN(test_leader_lease);
     RUN(test_reclaim);

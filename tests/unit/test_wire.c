@@ -616,6 +616,18 @@ static void test_bad_shapes(void)
     f.s[0].grid_h = 7;
     EXPECT_FIXTURE_FAULT(&f, SDC_WIRE_FAULT_SHAPE);
 
+    fixture_init(&f); /* an image-to-image job's image latents: the sample's grid */
+    f.t[1].name = "image_latents";
+    f.t[1].n_shape = 3;
+    f.shape[1][0] = 16;
+    f.shape[1][1] = 8;
+    f.shape[1][2] = 12;
+    sdc_wire_layout(&f.th, 64, NULL);
+    EXPECT_FIXTURE_FAULT(&f, SDC_WIRE_FAULT_NONE);
+    f.shape[1][2] = 8;
+    sdc_wire_layout(&f.th, 64, NULL);
+    EXPECT_FIXTURE_FAULT(&f, SDC_WIRE_FAULT_SHAPE);
+
     fixture_init(&f); /* mask rows differ from its embeddings */
     static int64_t emb[2] = {20, 48}, mask[1] = {21};
     Sdc__TensorDesc te = SDC__TENSOR_DESC__INIT, tm = SDC__TENSOR_DESC__INIT;
