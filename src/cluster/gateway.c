@@ -618,6 +618,7 @@ typedef struct {
     char *buf;        /* formatted events not yet handed to MHD */
     size_t len, off, cap;
     int ended;        /* a final state was formatted: end after the buffer */
+    char state[32];   /* of the previous event: "state" vs "progress" events */
 } sse_t;
 
 static int buf_printf(sse_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -646,7 +647,7 @@ static int buf_printf(sse_t *e, const char *fmt, ...)
 
 /* One stream entry {state, attempt, step, steps, ts[, error]} as an SSE
  * event "state" (a state change) or "progress" (a step). */
-static int format_event(sse_t *e, const redisReply *entry, char *prev_state, size_t cap)
+static int format_event(sse_t *e, const redisReply *entry)
 {
     if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
         entry->element[0]->type != REDIS_REPLY_STRING ||
@@ -670,13 +671,13 @@ static int format_event(sse_t *e, const redisReply *entry, char *prev_state, siz
             cJSON_AddNumberToObject(o, k->str, strtod(v->str, NULL));
         }
     }
-    int change = strcmp(state, prev_state) != 0;
+    int change = strcmp(state, e->state) != 0;
     int s = sdc_job_state_parse(state, strlen(state));
     char *text = cJSON_PrintUnformatted(o);
     int rc = text ? buf_printf(e, "id: %s\nevent: %s\ndata: %s\n\n", entry->element[0]->str,
                                change ? "state" : "progress", text)
                   : -1;
-    snprintf(prev_state, cap, "%s", state);
+    snprintf(e->state, sizeof(e->state), "%s", state);
     if (s >= 0 && sdc_job_state_final((sdc_job_state_t)s))
         e->ended = 1;
     free(text);
@@ -691,7 +692,6 @@ static int format_event(sse_t *e, const redisReply *entry, char *prev_state, siz
 static int sse_fill(sse_t *e)
 {
     sdc_error_t err = {0};
-    char prev[32] = "";
     double until = sdc_now() + GW_SSE_KEEPALIVE_MS / 1000.0;
     e->len = e->off = 0;
     while (!stopping(e->g)) {
@@ -711,7 +711,7 @@ static int sse_fill(sse_t *e)
             rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements == 2) {
             const redisReply *es = rep->element[0]->element[1];
             for (size_t i = 0; rc == 0 && es->type == REDIS_REPLY_ARRAY && i < es->elements; i++)
-                rc = format_event(e, es->element[i], prev, sizeof(prev));
+                rc = format_event(e, es->element[i]);
         }
         sdc_redis_reply_free(rep);
         if (rc != 0 || e->len > 0)
