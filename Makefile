@@ -141,7 +141,8 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@SDC_BIN=$(BUILD)/bin tools/demo.sh
 
-bench: deps
+bench:
+	@tools/deps.sh --bench
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
 
