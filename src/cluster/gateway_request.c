@@ -291,19 +291,27 @@ static const field_t fields[] = {
 };
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 
-/* cJSON ends strings at NUL, so "\u0000" would silently cut a prompt short:
- * refuse it, and raw NUL bytes, before parsing. */
-static sdc_status_t scan_nul(parse_ctx_t *c, const char *s, size_t n)
+/* What cJSON lets through and JSON (RFC 8259) does not: raw control
+ * characters inside strings, a byte order mark; and NUL, which cJSON would
+ * take as the end of a string and so silently cut a prompt short ("\u0000"
+ * or a raw byte). Refused before parsing. */
+static sdc_status_t scan_text(parse_ctx_t *c, const char *s, size_t n)
 {
     int in_str = 0;
+    if (n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
+        return bad(c, SDC_ERR_FORMAT, "invalid_json", "the body starts with a byte order mark");
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\0')
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '\0')
             return bad(c, SDC_ERR_FORMAT, "invalid_json", "NUL byte at offset %zu", i);
         if (!in_str) {
-            in_str = s[i] == '"';
-        } else if (s[i] == '"') {
+            in_str = ch == '"';
+        } else if (ch < 0x20) {
+            return bad(c, SDC_ERR_FORMAT, "invalid_json",
+                       "control character 0x%02x in a string at offset %zu (escape it)", ch, i);
+        } else if (ch == '"') {
             in_str = 0;
-        } else if (s[i] == '\\' && i + 1 < n) {
+        } else if (ch == '\\' && i + 1 < n) {
             if (s[i + 1] == 'u' && i + 6 <= n && memcmp(s + i + 2, "0000", 4) == 0)
                 return bad(c, SDC_ERR_FORMAT, "invalid_json",
                            "\\u0000 (NUL) in a string at offset %zu", i);
@@ -368,7 +376,7 @@ sdc_status_t sdc_gateway_request_parse(sdc_gw_req_kind_t kind, const char *body,
         return bad(&c, SDC_ERR_FORMAT, "invalid_utf8",
                    "the body is not valid UTF-8 (bad byte 0x%02x at offset %zu)",
                    (unsigned char)body[ok], ok);
-    sdc_status_t st = scan_nul(&c, body, len);
+    sdc_status_t st = scan_text(&c, body, len);
     if (st != SDC_OK)
         return st;
     if ((st = sdc_json_parse(&doc, body, len, "request body", err)) != SDC_OK) {
