@@ -114,6 +114,15 @@ expect redis_wrong_password 1 "redis" -- "$BIN/sdc-gateway" --redis "$REDIS" -t 
 SDC_REDIS_PASSWORD_FILE= expect redis_no_password 1 "redis" -- \
     "$BIN/sdc-gateway" --redis "$REDIS" -t "$T/tokens" -p 0
 
+# The committed contract names every endpoint the gateway routes.
+SPEC="$(dirname "$0")/../../docs/openapi.yaml"
+missing=""
+for path in /v1/images/generations /v1/jobs '/v1/jobs/{id}' '/v1/jobs/{id}/result' \
+    '/v1/jobs/{id}/events' /health /ready /metrics; do
+    grep -qF "  $path:" "$SPEC" || missing="$missing $path"
+done
+[ -z "$missing" ] && pass openapi_lists_endpoints || fail openapi_lists_endpoints "missing:$missing"
+
 # ---- without a cluster ---------------------------------------------------------
 
 gateway main -t "$T/tokens" --sizes 64x64,64x96,96x64 --max-steps 400 --wait-timeout 1
