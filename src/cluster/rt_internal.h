@@ -128,6 +128,7 @@ struct sdc_rt {
     uint64_t dropped;    /* messages rejected */
     sdc_metrics_t metrics; /* published with the heartbeat (metrics.h) */
     double published_at, published_busy_s;
+    double work_since;     /* > 0 while the role works: busy time not yet counted */
 };
 
 /* ---- identity --------------------------------------------------------------- */

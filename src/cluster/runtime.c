@@ -409,8 +409,16 @@ static sdc_status_t publish_metrics(sdc_rt_t *rt, sdc_error_t *err)
 {
     double now = sdc_now();
     sdc_metrics_t *m = &rt->metrics;
-    if (rt->published_at > 0 && now > rt->published_at)
-        m->busy_ratio = (m->busy_s - rt->published_busy_s) / (now - rt->published_at);
+    /* A heartbeat in the middle of a long unit of work (sdc_rt_service)
+     * counts the work done so far into this interval. */
+    if (rt->work_since > 0) {
+        m->busy_s += now - rt->work_since;
+        rt->work_since = now;
+    }
+    if (rt->published_at > 0 && now > rt->published_at) {
+        double r = (m->busy_s - rt->published_busy_s) / (now - rt->published_at);
+        m->busy_ratio = r < 0 ? 0 : r > 1 ? 1 : r;
+    }
     rt->published_at = now;
     rt->published_busy_s = m->busy_s;
     m->messages_dropped = rt->dropped;
@@ -663,9 +671,12 @@ static void serve(sdc_rt_t *rt)
             ;
         int did = deliver(rt);
         report_peer_failures(rt);
-        did |= rt->role->work(rt, rt->rs);
-        if (did)
-            rt->metrics.busy_s += sdc_now() - now;
+        rt->work_since = sdc_now();
+        int worked = rt->role->work(rt, rt->rs);
+        if (worked)
+            rt->metrics.busy_s += sdc_now() - rt->work_since;
+        rt->work_since = 0;
+        did |= worked;
         reap_sends(rt);
         heartbeat_if_due(rt, now);
         rt->role->tick(rt, rt->rs, now);

@@ -384,6 +384,8 @@ for pat in '^sdc_queue_waiting [0-9]' '^sdc_jobs_in_flight [0-9]' '^sdc_nodes\{r
     '^sdc_gateway_responses_total\{class="2xx"\} [1-9]'; do
     grep -qE -- "$pat" "$T/body" || missing="$missing /$pat/"
 done
+over=$(awk '/^sdc_node_busy_ratio\{/ && ($2 < 0 || $2 > 1) { print $1 }' "$T/body")
+[ -z "$over" ] || missing="$missing busy ratios outside 0..1: $over"
 [ "$CODE" = 200 ] && [ -z "$missing" ] && grep -qi '^Content-Type: text/plain; version=0.0.4' "$T/hdr" &&
     pass metrics_exposition || fail metrics_exposition "status $CODE, missing:$missing"
 gateway open -t "$T/tokens" --open-metrics
