@@ -123,6 +123,23 @@ for path in /v1/images/generations /v1/jobs '/v1/jobs/{id}' '/v1/jobs/{id}/resul
 done
 [ -z "$missing" ] && pass openapi_lists_endpoints || fail openapi_lists_endpoints "missing:$missing"
 
+# An ACL user (in the URL) with its password from a file, limited to sdc: keys.
+redis-cli -s "$SOCK" -a "$PASSWORD" --no-auth-warning \
+    ACL SETUSER gwuser on '>gw-user-secret' '~sdc:*' '+@all' >/dev/null
+printf 'gw-user-secret\n' >"$T/acl.pw" && chmod 600 "$T/acl.pw"
+"$BIN/sdc-gateway" --redis "redis+unix://gwuser@$SOCK" --redis-password-file "$T/acl.pw" \
+    -t "$T/tokens" -p 0 --port-file "$T/acl.port" >"$T/acl.log" 2>&1 &
+ACL_PID=$!
+PIDS+=($ACL_PID)
+for _ in $(seq 1 100); do [ -s "$T/acl.port" ] && break; sleep 0.05; done
+PORT=$(cat "$T/acl.port" 2>/dev/null)
+req POST /v1/jobs "${AUTH[@]}" "${JSON[@]}" -d '{"prompt": "acl user", "size": "64x64"}'
+check redis_acl_user 202 '"state":"queued"'
+kill -TERM "$ACL_PID" 2>/dev/null
+wait "$ACL_PID" 2>/dev/null
+expect redis_acl_wrong_user 1 "redis" -- "$BIN/sdc-gateway" --redis "redis+unix://nobody@$SOCK" \
+    --redis-password-file "$T/acl.pw" -t "$T/tokens" -p 0
+
 # ---- without a cluster ---------------------------------------------------------
 
 gateway main -t "$T/tokens" --sizes 64x64,64x96,96x64 --max-steps 400 --wait-timeout 1
