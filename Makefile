@@ -24,7 +24,7 @@ CFLAGS  ?= $(OPT) -g
 GEN     := $(BUILD)/gen
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -pthread -Isrc -I$(GEN) $(SANFLAGS)
 LDFLAGS += -fopenmp -pthread $(SANFLAGS)
-LDLIBS  += -lucp -lucs -lhiredis -lprotobuf-c -lpng -ljpeg -lcjson -lpcre2-8 -lutf8proc -lm
+LDLIBS  += -lucp -lucs -lhiredis -lprotobuf-c -lpng -ljpeg -lcjson -lpcre2-8 -lutf8proc -lmicrohttpd -lm
 
 # The CUDA backend (src/backend/*.cu) is built when nvcc is found: on PATH or
 # in /usr/local/cuda. ASan builds leave it out by default (the CUDA runtime
@@ -141,7 +141,8 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@SDC_BIN=$(BUILD)/bin tools/demo.sh
 
-bench: deps
+bench:
+	@tools/deps.sh --bench
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
 

@@ -253,3 +253,6 @@ bench/cluster.sh all || echo "bench: a cluster benchmark did not run (see above)
 bench/run_tokenizer.sh || echo "bench: the tokenizer benchmark did not run (see above)"
 bench/run_llm.sh || echo "bench: the LLM encoder benchmark did not run (see above)"
 bench/transport.sh || echo "bench: the transport benchmark did not run (see above)"
+
+# HTTP gateway overhead: submissions and status reads per second (wrk).
+bench/gateway.sh || echo "bench: the gateway benchmark did not run (see above)"

@@ -1037,6 +1037,9 @@ static sdc_status_t poll_job(const cli_t *c, sdc_jobs_t *q, job_t *j, sdc_error_
     if (s.state == SDC_JOB_FAILED) {
         j->fate = FATE_FAILED;
         job_set_error(j, "%s", s.error[0] ? s.error : "failed (no reason recorded)");
+    } else if (s.state == SDC_JOB_CANCELLED) {
+        j->fate = FATE_FAILED;
+        job_set_error(j, "cancelled");
     } else if (s.state == SDC_JOB_DONE) {
         return fetch_result(c, q, j, err);
     }

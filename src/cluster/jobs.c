@@ -95,18 +95,23 @@ static const char *const state_names[SDC_JOB_STATE_COUNT] = {
     [SDC_JOB_QUEUED] = "queued",       [SDC_JOB_ENCODING] = "encoding",
     [SDC_JOB_DENOISING] = "denoising", [SDC_JOB_DECODING] = "decoding",
     [SDC_JOB_DONE] = "done",           [SDC_JOB_FAILED] = "failed",
+    [SDC_JOB_CANCELLED] = "cancelled",
 };
 
 #define TO(s) (1u << (s))
-/* edges[from]: the states a job may move to from `from`. */
+/* edges[from]: the states a job may move to from `from`. A client may
+ * cancel any job that has not ended; done, failed and cancelled are final. */
 static const unsigned edges[SDC_JOB_STATE_COUNT] = {
-    [SDC_JOB_QUEUED] = TO(SDC_JOB_ENCODING) | TO(SDC_JOB_FAILED),
-    [SDC_JOB_ENCODING] = TO(SDC_JOB_DENOISING) | TO(SDC_JOB_FAILED) | TO(SDC_JOB_QUEUED),
+    [SDC_JOB_QUEUED] = TO(SDC_JOB_ENCODING) | TO(SDC_JOB_FAILED) | TO(SDC_JOB_CANCELLED),
+    [SDC_JOB_ENCODING] = TO(SDC_JOB_DENOISING) | TO(SDC_JOB_FAILED) | TO(SDC_JOB_QUEUED) |
+                         TO(SDC_JOB_CANCELLED),
     [SDC_JOB_DENOISING] = TO(SDC_JOB_DENOISING) | TO(SDC_JOB_DECODING) | TO(SDC_JOB_FAILED) |
-                          TO(SDC_JOB_QUEUED),
-    [SDC_JOB_DECODING] = TO(SDC_JOB_DONE) | TO(SDC_JOB_FAILED) | TO(SDC_JOB_QUEUED),
+                          TO(SDC_JOB_QUEUED) | TO(SDC_JOB_CANCELLED),
+    [SDC_JOB_DECODING] = TO(SDC_JOB_DONE) | TO(SDC_JOB_FAILED) | TO(SDC_JOB_QUEUED) |
+                         TO(SDC_JOB_CANCELLED),
     [SDC_JOB_DONE] = 0,
     [SDC_JOB_FAILED] = 0,
+    [SDC_JOB_CANCELLED] = 0,
 };
 
 const char *sdc_job_state_name(sdc_job_state_t s)
@@ -120,6 +125,11 @@ int sdc_job_state_parse(const char *name, size_t len)
         if (strlen(state_names[s]) == len && memcmp(state_names[s], name, len) == 0)
             return s;
     return -1;
+}
+
+int sdc_job_state_final(sdc_job_state_t s)
+{
+    return (unsigned)s < SDC_JOB_STATE_COUNT && edges[s] == 0;
 }
 
 int sdc_job_transition_allowed(sdc_job_state_t from, sdc_job_state_t to)
@@ -773,6 +783,28 @@ static const sdc_redis_script_t script_requeue = {
     "event('state', 'queued', 'attempt', na, 'step', '0', 'steps', j.steps, 'ts', now,\n"
     "      'error', ARGV[4])\n"
     "return {'applied', 'queued', na, '0'}\n",
+};
+
+/* KEYS job, events, jobs stream. ARGV 4 group, 5 retention ms. A cancel
+ * applies to whatever attempt is current, so ARGV[1] (the attempt) is not
+ * checked. The stream entry of a running attempt is acked here; a queued
+ * job's entry is acked by the coordinator that reads it and finds the job
+ * cancelled. */
+static const sdc_redis_script_t script_cancel = {
+    "cancel",
+    LUA_PRELUDE
+    "local j = load_job()\n"
+    "if not j.state then return {'missing'} end\n"
+    "if j.state == 'cancelled' then return verdict('unchanged', j) end\n"
+    "if not allowed(j) then return verdict('state', j) end\n"
+    "ack(KEYS[3], ARGV[4], j.entry)\n"
+    "local now = now_ms()\n"
+    "redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_ms', now, 'cancelled_ms', now)\n"
+    "event('state', 'cancelled', 'attempt', j.attempt, 'step', j.step, 'steps', j.steps,\n"
+    "      'ts', now)\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[5])\n"
+    "return {'applied', 'cancelled', j.attempt, j.step}\n",
 };
 
 /* KEYS jobs stream, dead. ARGV 1 group, 2 entry, 3 reason ("" for a plain
@@ -1464,6 +1496,24 @@ sdc_status_t sdc_job_requeue(sdc_jobs_t *q, const char *id, int64_t attempt, int
     return st;
 }
 
+sdc_status_t sdc_job_cancel(sdc_jobs_t *q, const char *id, sdc_job_state_t *state_out,
+                            sdc_job_outcome_t *outcome, sdc_error_t *err)
+{
+    job_keys_t k;
+    char keep[24];
+    sdc_status_t st = job_keys(q, id, &k, err);
+    if (st != SDC_OK)
+        return st;
+    snprintf(keep, sizeof(keep), "%" PRId64, q->retention_ms);
+    transition_t t = {"cancel", id, 1, SDC_JOB_CANCELLED, SDC_JOB_CANCELLED};
+    const char *keys[] = {k.job, k.events, k.stream};
+    const char *extra[] = {q->group, keep};
+    st = transition(q, &script_cancel, &t, 3, keys, 2, extra, NULL, outcome, err);
+    if (st == SDC_OK && state_out)
+        *state_out = t.reached;
+    return st;
+}
+
 /* ---- reading --------------------------------------------------------------- */
 
 static sdc_status_t field_int(const redisReply *v, const char *id, const char *name, int64_t lo,
@@ -1521,6 +1571,10 @@ static sdc_status_t status_field(sdc_job_status_t *s, const char *id, const redi
         copy_str(v, s->error, sizeof(s->error));
     } else if (reply_is(name, "result")) {
         s->has_result = 1;
+    } else if (name->len > 3 && memcmp(name->str + name->len - 3, "_ms", 3) == 0) {
+        int state = sdc_job_state_parse(name->str, name->len - 3);
+        if (state >= 0)
+            st = field_int(v, id, name->str, 0, INT64_MAX, &s->state_ms[state], err);
     }
     return st;
 }

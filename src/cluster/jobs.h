@@ -15,14 +15,16 @@
  *   dead              stream: {job, attempt, entry, reason, ts}
  *   node:<id>         hash with TTL: role, address, pipeline, stage, load,
  *                     heartbeat_ms
+ *   metrics:<id>      hash with TTL: the node's counters (cluster/metrics.h)
  *   leader            string with PX: the coordinator holding the lease
  *
  * A job moves queued -> encoding -> denoising (step k of T, one event per
- * step) -> decoding -> done, or to failed from any state before done; a
- * requeue sends a running job back to queued with attempt + 1 and a new
- * stream entry. Every transition is one Lua script that checks state and
- * attempt before writing, so a stale worker (older attempt) or a second
- * completion is refused, and a transition repeated after a lost reply either
+ * step) -> decoding -> done, or to failed or cancelled from any state before
+ * done; a requeue sends a running job back to queued with attempt + 1 and a
+ * new stream entry. Done, failed and cancelled are final. Every transition
+ * is one Lua script that checks state and attempt before writing, so a
+ * stale worker (older attempt), a second completion or any write after a
+ * cancel is refused, and a transition repeated after a lost reply either
  * finds its own result (unchanged) or is refused: never applied twice.
  *
  * Not the policy: when to requeue, how many attempts, which pipeline, belong
@@ -138,12 +140,15 @@ typedef enum {
     SDC_JOB_DECODING,
     SDC_JOB_DONE,
     SDC_JOB_FAILED,
+    SDC_JOB_CANCELLED,
     SDC_JOB_STATE_COUNT
 } sdc_job_state_t;
 
 const char *sdc_job_state_name(sdc_job_state_t s);
 /* -1 when name[0..len) is no state. */
 int sdc_job_state_parse(const char *name, size_t len);
+/* 1 for done, failed and cancelled: nothing moves the job any more. */
+int sdc_job_state_final(sdc_job_state_t s);
 /* 1 when the state machine has an edge from -> to (denoising -> denoising is
  * a step). Requeue (-> queued) is its own edge from the running states. */
 int sdc_job_transition_allowed(sdc_job_state_t from, sdc_job_state_t to);
@@ -264,6 +269,15 @@ sdc_status_t sdc_job_requeue(sdc_jobs_t *q, const char *id, int64_t attempt, int
                              const char *reason, sdc_job_state_t *state_out,
                              sdc_job_outcome_t *outcome, sdc_error_t *err);
 
+/* Any state but done/failed -> cancelled (a client's request), whatever the
+ * attempt: the stream entry of the running attempt is acked, an event
+ * written, the hash and events kept for the retention time. Workers that
+ * still hold the job find their next transition refused and drop it.
+ * Cancelling a cancelled job is UNCHANGED; a done or failed one is
+ * BAD_STATE. *state_out (may be NULL) gets the state the job is in after. */
+sdc_status_t sdc_job_cancel(sdc_jobs_t *q, const char *id, sdc_job_state_t *state_out,
+                            sdc_job_outcome_t *outcome, sdc_error_t *err);
+
 /* ---- reading ---------------------------------------------------------- */
 
 typedef struct {
@@ -276,6 +290,7 @@ typedef struct {
     char owner[SDC_JOB_ID_MAX + 1];
     char error[SDC_JOB_REASON_MAX + 1];
     int has_result;
+    int64_t state_ms[SDC_JOB_STATE_COUNT]; /* when the job last entered each state; 0: never */
 } sdc_job_status_t;
 
 /* SDC_ERR_NOT_FOUND when there is no such job (or it expired). */

@@ -123,6 +123,16 @@ static cjob_t *track(sdc_rt_t *rt, coord_t *c, const char *id, uint32_t attempt,
     return j;
 }
 
+/* A watched job is done: counted, with its latency from submission. */
+static void count_done(sdc_rt_t *rt, const sdc_job_status_t *js)
+{
+    int64_t done_ms = js->state_ms[SDC_JOB_DONE];
+    rt->metrics.jobs_completed++;
+    if (js->created_ms > 0 && done_ms >= js->created_ms)
+        sdc_hist_observe(&rt->metrics.hist[SDC_HIST_JOB], SDC_HIST_JOB,
+                         (double)(done_ms - js->created_ms) / 1000.0);
+}
+
 static void requeue(sdc_rt_t *rt, coord_t *c, cjob_t *j, const char *reason)
 {
     sdc_error_t err = {0};
@@ -131,7 +141,11 @@ static void requeue(sdc_rt_t *rt, coord_t *c, cjob_t *j, const char *reason)
     if (sdc_job_requeue(&rt->q, j->id, j->attempt, rt->o.max_attempts, reason, &to, &outcome,
                         &err) != SDC_OK)
         SDC_WARN("%s: requeueing job %s: %s", rt->id, j->id, err.msg);
-    else
+    else if (outcome == SDC_JOB_APPLIED && to == SDC_JOB_QUEUED)
+        rt->metrics.jobs_requeued++;
+    else if (outcome == SDC_JOB_APPLIED)
+        rt->metrics.jobs_failed++;
+    if (outcome == SDC_JOB_APPLIED)
         SDC_WARN("%s: job %s attempt %u %s: %s", rt->id, j->id, j->attempt,
                  to == SDC_JOB_QUEUED ? "requeued" : "failed", reason);
     remove_job(c, j);
@@ -248,6 +262,8 @@ static void fail_entry(sdc_rt_t *rt, const sdc_job_entry_t *e, const char *reaso
     SDC_WARN("%s: job %s attempt %" PRId64 " failed: %s", rt->id, e->job_id, e->attempt, reason);
     if (sdc_job_fail(&rt->q, e->job_id, e->attempt, why, &outcome, &err) != SDC_OK)
         SDC_WARN("%s: recording the failure of job %s: %s", rt->id, e->job_id, err.msg);
+    else if (outcome == SDC_JOB_APPLIED)
+        rt->metrics.jobs_failed++;
 }
 
 /* Places a queued job. 1: placed or settled, 0: no room (held). */
@@ -329,7 +345,7 @@ static int handle_entry(sdc_rt_t *rt, coord_t *c, const sdc_job_entry_t *e)
         SDC_WARN("%s: reading job %s: %s (entry left pending)", rt->id, e->job_id, err.msg);
         return 1;
     }
-    if (js.attempt != e->attempt || js.state == SDC_JOB_DONE || js.state == SDC_JOB_FAILED) {
+    if (js.attempt != e->attempt || sdc_job_state_final(js.state)) {
         if (sdc_job_ack(&rt->q, e->entry_id, &err) != SDC_OK)
             SDC_WARN("%s: %s", rt->id, err.msg);
         return 1;
@@ -432,9 +448,10 @@ static void poll_jobs(sdc_rt_t *rt, coord_t *c, double now)
         sdc_job_status_t js;
         sdc_error_t err = {0};
         sdc_status_t st = sdc_job_get(&rt->q, j->id, &js, &err);
-        if (st == SDC_ERR_NOT_FOUND || (st == SDC_OK && (js.attempt != j->attempt ||
-                                                         js.state == SDC_JOB_DONE ||
-                                                         js.state == SDC_JOB_FAILED))) {
+        if (st == SDC_ERR_NOT_FOUND ||
+            (st == SDC_OK && (js.attempt != j->attempt || sdc_job_state_final(js.state)))) {
+            if (st == SDC_OK && js.attempt == j->attempt && js.state == SDC_JOB_DONE)
+                count_done(rt, &js);
             remove_job(c, j);
             continue;
         }
@@ -494,6 +511,7 @@ static void batch_check(sdc_rt_t *rt, coord_t *c)
 static void tick(sdc_rt_t *rt, void *state, double now)
 {
     coord_t *c = state;
+    rt->metrics.jobs_tracked = c->n_jobs;
     if (now >= c->next_lease) {
         c->next_lease = now + COORD_LEASE_EVERY_S;
         lease(rt, c);
@@ -563,7 +581,10 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
     case SDC_WIRE_JOB_DONE:
         j = find_job(c, env->job_done->job_id);
         if (j && j->attempt == env->job_done->attempt) {
+            sdc_job_status_t js;
             SDC_INFO("%s: job %s done", rt->id, j->id);
+            if (sdc_job_get(&rt->q, j->id, &js, &err) == SDC_OK && js.state == SDC_JOB_DONE)
+                count_done(rt, &js);
             remove_job(c, j);
         }
         break;
@@ -576,7 +597,7 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
         }
         sdc_job_status_t js;
         if (sdc_job_get(&rt->q, j->id, &js, &err) == SDC_OK && js.attempt == j->attempt &&
-            js.state != SDC_JOB_DONE && js.state != SDC_JOB_FAILED) {
+            !sdc_job_state_final(js.state)) {
             SDC_WARN("%s: job %s attempt %u lost: %s", rt->id, j->id, j->attempt, e->message);
             if (j->lost_at <= 0) {
                 j->lost_at = sdc_now();

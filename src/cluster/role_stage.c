@@ -68,6 +68,7 @@ typedef struct {
     unsigned got;          /* bits of pred[] filled at this step */
     int dead;              /* finished or failed here: removed by sweep() */
     double touched, checked;
+    double stepped;        /* last stage: when the previous step was recorded */
 } stage_job_t;
 
 typedef struct {
@@ -511,6 +512,10 @@ static int advance(sdc_rt_t *rt, stage_job_t *j, sdc_job_state_t to)
     sdc_error_t err = {0};
     sdc_job_outcome_t outcome;
     sdc_status_t s = sdc_job_advance(&rt->q, j->id, j->attempt, to, j->d.step, &outcome, &err);
+    double now = sdc_now();
+    if (j->stepped > 0)
+        sdc_hist_observe(&rt->metrics.hist[SDC_HIST_STEP], SDC_HIST_STEP, now - j->stepped);
+    j->stepped = now;
     if (s == SDC_OK)
         return 1;
     if (s == SDC_ERR_IO) {
@@ -969,8 +974,8 @@ static void tick(sdc_rt_t *rt, void *state, double now)
         sdc_status_t s = sdc_job_get(&rt->q, j->id, &js, &err);
         /* Decoding: the job has left the ring. */
         int gone = s == SDC_ERR_NOT_FOUND ||
-                   (s == SDC_OK && (js.attempt != j->attempt || js.state == SDC_JOB_DONE ||
-                                    js.state == SDC_JOB_FAILED || js.state == SDC_JOB_QUEUED ||
+                   (s == SDC_OK && (js.attempt != j->attempt || sdc_job_state_final(js.state) ||
+                                    js.state == SDC_JOB_QUEUED ||
                                     js.state == SDC_JOB_DECODING));
         if (gone || now - j->touched > rt->o.job_timeout_ms / 1000.0) {
             SDC_INFO("%s: forgetting job %s attempt %u (%s)", rt->id, j->id, j->attempt,

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "cluster/metrics.h"
 #include "cluster/mpiboot.h"
 #include "cluster/rt_jobs.h"
 #include "cluster/runtime.h"
@@ -125,6 +126,9 @@ struct sdc_rt {
     int leader;          /* cached leader node, -1 when unknown */
     double leader_checked;
     uint64_t dropped;    /* messages rejected */
+    sdc_metrics_t metrics; /* published with the heartbeat (metrics.h) */
+    double published_at, published_busy_s;
+    double work_since;     /* > 0 while the role works: busy time not yet counted */
 };
 
 /* ---- identity --------------------------------------------------------------- */

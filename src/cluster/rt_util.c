@@ -229,6 +229,8 @@ void sdc_rt_job_fail(sdc_rt_t *rt, const char *job_id, uint32_t attempt, sdc_sta
     SDC_WARN("%s: job %s attempt %u failed: %s", rt->id, job_id, attempt, reason);
     if (sdc_job_fail(&rt->q, job_id, attempt, why, &outcome, &err) != SDC_OK)
         SDC_WARN("%s: recording the failure of job %s: %s", rt->id, job_id, err.msg);
+    else if (outcome == SDC_JOB_APPLIED)
+        rt->metrics.jobs_failed++;
     tell_error(rt, job_id, attempt, code, why);
 }
 

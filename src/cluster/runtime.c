@@ -72,6 +72,7 @@ static void on_recv(void *arg, sdc_ucx_msg_t *msg, const void *header, size_t he
 {
     sdc_rt_t *rt = arg;
     sdc_error_t err = {0};
+    rt->metrics.bytes_received += header_len + payload_len;
     sdc_rt_msg_t *m = calloc(1, sizeof(*m));
     if (!m) {
         SDC_ERROR("%s: out of memory receiving a message: dropped", rt->id);
@@ -265,6 +266,8 @@ sdc_status_t sdc_rt_send_jobs(sdc_rt_t *rt, int node, const Sdc__Envelope *env, 
     s->node = node;
     st = sdc_ucx_send(ep, hdr, hl, payload, len, &s->req, err);
     free(hdr);
+    if (st == SDC_OK)
+        rt->metrics.bytes_sent += hl + len;
     if (st != SDC_OK) {
         free(s->jobs);
         free(s);
@@ -401,6 +404,30 @@ void sdc_rt_tell_leader(sdc_rt_t *rt, const Sdc__Envelope *env)
              rt->id, err.msg[0] ? err.msg : "no coordinator holds the lease");
 }
 
+/* The node's counters, beside its registration and with the same TTL. */
+static sdc_status_t publish_metrics(sdc_rt_t *rt, sdc_error_t *err)
+{
+    double now = sdc_now();
+    sdc_metrics_t *m = &rt->metrics;
+    /* A heartbeat in the middle of a long unit of work (sdc_rt_service)
+     * counts the work done so far into this interval. */
+    if (rt->work_since > 0) {
+        m->busy_s += now - rt->work_since;
+        rt->work_since = now;
+    }
+    if (rt->published_at > 0 && now > rt->published_at) {
+        double r = (m->busy_s - rt->published_busy_s) / (now - rt->published_at);
+        m->busy_ratio = r < 0 ? 0 : r > 1 ? 1 : r;
+    }
+    rt->published_at = now;
+    rt->published_busy_s = m->busy_s;
+    m->messages_dropped = rt->dropped;
+    int pl = rt->me->pipeline;
+    sdc_metrics_source_t src = {rt->id, sdc_role_name(rt->me->role), pl, rt->me->stage,
+                                pl >= 0 ? rt->cf->pipelines[pl].n_stages : -1};
+    return sdc_metrics_publish(rt->redis, &src, m, rt->o.heartbeat_ttl_ms, err);
+}
+
 static sdc_status_t heartbeat(sdc_rt_t *rt, sdc_error_t *err)
 {
     const void *addr;
@@ -413,7 +440,8 @@ static sdc_status_t heartbeat(sdc_rt_t *rt, sdc_error_t *err)
     n.pipeline = rt->me->pipeline;
     n.stage = rt->me->stage;
     n.load = rt->role->load && rt->rs ? rt->role->load(rt->rs) : 0.0;
-    return sdc_node_register(rt->redis, &n, rt->o.heartbeat_ttl_ms, err);
+    sdc_status_t st = sdc_node_register(rt->redis, &n, rt->o.heartbeat_ttl_ms, err);
+    return st == SDC_OK ? publish_metrics(rt, err) : st;
 }
 
 static void heartbeat_if_due(sdc_rt_t *rt, double now)
@@ -646,7 +674,12 @@ static void serve(sdc_rt_t *rt)
             ;
         int did = deliver(rt);
         report_peer_failures(rt);
-        did |= rt->role->work(rt, rt->rs);
+        rt->work_since = sdc_now();
+        int worked = rt->role->work(rt, rt->rs);
+        if (worked)
+            rt->metrics.busy_s += sdc_now() - rt->work_since;
+        rt->work_since = 0;
+        did |= worked;
         reap_sends(rt);
         heartbeat_if_due(rt, now);
         rt->role->tick(rt, rt->rs, now);

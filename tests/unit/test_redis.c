@@ -6,6 +6,7 @@
  * TTLs, the leader lease, XAUTOCLAIM, passwords, command timeouts and
  * reconnecting to a restarted server. */
 #include "cluster/jobs.h"
+#include "cluster/metrics.h"
 #include "cluster/redis.h"
 #include "cluster/wire.h"
 
@@ -711,6 +712,17 @@ static void test_state_table(void)
     CHECK_EQ_INT(sdc_job_state_parse("denoising", 9), SDC_JOB_DENOISING);
     CHECK_EQ_INT(sdc_job_state_parse("denois", 6), -1);
     CHECK(strcmp(sdc_job_state_name(SDC_JOB_FAILED), "failed") == 0);
+    /* Cancelled: reachable from every state before the end, and final. */
+    for (int s = SDC_JOB_QUEUED; s <= SDC_JOB_DECODING; s++)
+        CHECK(sdc_job_transition_allowed((sdc_job_state_t)s, SDC_JOB_CANCELLED));
+    for (int s = 0; s < SDC_JOB_STATE_COUNT; s++)
+        CHECK(!sdc_job_transition_allowed(SDC_JOB_CANCELLED, (sdc_job_state_t)s));
+    CHECK(!sdc_job_transition_allowed(SDC_JOB_DONE, SDC_JOB_CANCELLED));
+    CHECK(!sdc_job_transition_allowed(SDC_JOB_FAILED, SDC_JOB_CANCELLED));
+    CHECK(sdc_job_state_final(SDC_JOB_DONE) && sdc_job_state_final(SDC_JOB_FAILED) &&
+          sdc_job_state_final(SDC_JOB_CANCELLED));
+    CHECK(!sdc_job_state_final(SDC_JOB_QUEUED) && !sdc_job_state_final(SDC_JOB_DECODING));
+    CHECK_EQ_INT(sdc_job_state_parse("cancelled", 9), SDC_JOB_CANCELLED);
 }
 
 /* ---- server-backed ------------------------------------------------------------- */
@@ -981,6 +993,145 @@ static void test_invalid_transitions(void)
     CHECK_EQ_INT(count_events(r, "bad-1", "failed"), 1);
     CHECK_EQ_INT(cmd_int(r, "XLEN %s", "sdc:dead", NULL), 1);
     free(e.params_json);
+    sdc_redis_close(r);
+}
+
+/* A client's cancel: from queued and from running states; final after it;
+ * the running attempt's stream entry acked; nothing a worker does
+ * afterwards overwrites it. */
+static void test_cancel(void)
+{
+    sdc_redis_t *r = open_main();
+    CHECK(r);
+    if (!r)
+        return;
+    flush(r);
+    sdc_jobs_t q;
+    sdc_error_t err = {0};
+    sdc_job_outcome_t oc;
+    sdc_job_state_t now;
+    sdc_job_status_t s;
+    CHECK_EQ_INT(setup_queue(&q, r), 0);
+
+    /* Queued: cancelled; the coordinator later finds the entry final. */
+    CHECK_EQ_INT(submit(&q, "cq", 4), 0);
+    CHECK_EQ_INT(sdc_job_cancel(&q, "cq", &now, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(oc, SDC_JOB_APPLIED);
+    CHECK_EQ_INT(now, SDC_JOB_CANCELLED);
+    CHECK_EQ_INT(sdc_job_cancel(&q, "cq", &now, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(oc, SDC_JOB_UNCHANGED);
+    sdc_job_entry_t e;
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e), 0);
+    CHECK_EQ_INT(sdc_job_start(&q, "cq", 1, e.entry_id, "coord-a", 0, &oc, &err),
+                 SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(oc, SDC_JOB_BAD_STATE);
+    CHECK(msg_has(&err, "the job is cancelled"));
+    free(e.params_json);
+    CHECK_EQ_INT(sdc_job_get(&q, "cq", &s, &err), SDC_OK);
+    CHECK(s.state == SDC_JOB_CANCELLED && s.state_ms[SDC_JOB_CANCELLED] > 0 &&
+          s.state_ms[SDC_JOB_QUEUED] > 0 && s.state_ms[SDC_JOB_ENCODING] == 0);
+    CHECK_EQ_INT(count_events(r, "cq", "cancelled"), 1);
+    CHECK(cmd_int(r, "PTTL %s", "sdc:job:cq", NULL) > 0);
+
+    /* Denoising: the entry is acked at once; every later write is refused. */
+    CHECK_EQ_INT(submit(&q, "cr", 4), 0);
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e), 0);
+    CHECK_EQ_INT(sdc_job_start(&q, "cr", 1, e.entry_id, "coord-a", 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "cr", 1, SDC_JOB_DENOISING, 1, &oc, &err), SDC_OK);
+    sdc_queue_depth_t d;
+    CHECK_EQ_INT(sdc_jobs_depth(&q, &d, &err), SDC_OK);
+    CHECK_EQ_INT(d.pending, 2); /* cq's entry was claimed above and never acked */
+    CHECK_EQ_INT(sdc_job_cancel(&q, "cr", &now, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(oc, SDC_JOB_APPLIED);
+    CHECK_EQ_INT(sdc_jobs_depth(&q, &d, &err), SDC_OK);
+    CHECK_EQ_INT(d.pending, 1);
+    CHECK_EQ_INT(sdc_job_advance(&q, "cr", 1, SDC_JOB_DENOISING, 2, &oc, &err),
+                 SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(oc, SDC_JOB_BAD_STATE);
+    CHECK_EQ_INT(sdc_job_advance(&q, "cr", 1, SDC_JOB_DECODING, 0, &oc, &err),
+                 SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(sdc_job_complete(&q, "cr", 1, png1, sizeof(png1), &oc, &err),
+                 SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(sdc_job_fail(&q, "cr", 1, "late failure", &oc, &err), SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(sdc_job_requeue(&q, "cr", 1, 3, "late requeue", NULL, &oc, &err),
+                 SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(oc, SDC_JOB_BAD_STATE);
+    CHECK_EQ_INT(sdc_job_get(&q, "cr", &s, &err), SDC_OK);
+    CHECK(s.state == SDC_JOB_CANCELLED && s.step == 1 && !s.has_result && s.error[0] == 0);
+    CHECK_EQ_INT(cmd_int(r, "EXISTS %s", "sdc:result:cr", NULL), 0);
+    free(e.params_json);
+
+    /* Done and failed jobs stay what they are; an unknown job is not found. */
+    CHECK_EQ_INT(submit(&q, "cd", 1), 0);
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e), 0);
+    CHECK_EQ_INT(sdc_job_start(&q, "cd", 1, e.entry_id, "coord-a", 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "cd", 1, SDC_JOB_DENOISING, 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "cd", 1, SDC_JOB_DECODING, 1, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_complete(&q, "cd", 1, png1, sizeof(png1), &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_cancel(&q, "cd", &now, &oc, &err), SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(oc, SDC_JOB_BAD_STATE);
+    CHECK(msg_has(&err, "the job is done"));
+    CHECK_EQ_INT(sdc_job_get(&q, "cd", &s, &err), SDC_OK);
+    CHECK(s.state == SDC_JOB_DONE && s.has_result);
+    free(e.params_json);
+    CHECK_EQ_INT(sdc_job_cancel(&q, "nope", &now, &oc, &err), SDC_ERR_NOT_FOUND);
+    CHECK_EQ_INT(oc, SDC_JOB_NO_JOB);
+    CHECK_EQ_INT(sdc_job_cancel(&q, "bad id", &now, &oc, &err), SDC_ERR_INVALID_ARG);
+    sdc_redis_close(r);
+}
+
+/* A node's counters survive the trip through Redis exactly; the hash
+ * expires with the TTL; garbage in it is an error naming the field. */
+static void test_metrics(void)
+{
+    sdc_redis_t *r = open_main();
+    CHECK(r);
+    if (!r)
+        return;
+    flush(r);
+    sdc_error_t err = {0};
+    sdc_metrics_t m;
+    memset(&m, 0, sizeof(m));
+    m.bytes_sent = 123456789012ull;
+    m.bytes_received = 7;
+    m.jobs_failed = 2;
+    m.jobs_requeued = 3;
+    m.jobs_tracked = 5;
+    m.busy_s = 1.5;
+    m.busy_ratio = 0.25;
+    sdc_hist_observe(&m.hist[SDC_HIST_STEP], SDC_HIST_STEP, 0.003);
+    sdc_hist_observe(&m.hist[SDC_HIST_STEP], SDC_HIST_STEP, 0.005); /* on a bound: that bucket */
+    sdc_hist_observe(&m.hist[SDC_HIST_STEP], SDC_HIST_STEP, 1e6);   /* +Inf */
+    sdc_hist_observe(&m.hist[SDC_HIST_JOB], SDC_HIST_JOB, -1);      /* ignored */
+    CHECK_EQ_INT(m.hist[SDC_HIST_STEP].bucket[2], 2);
+    CHECK_EQ_INT(m.hist[SDC_HIST_STEP].bucket[SDC_METRICS_BUCKETS], 1);
+    CHECK_EQ_INT(m.hist[SDC_HIST_JOB].count, 0);
+    sdc_metrics_source_t src = {"dit-stage-2", "dit-stage", 0, 1, 3};
+    CHECK_EQ_INT(sdc_metrics_publish(r, &src, &m, 10000, &err), SDC_OK);
+    sdc_node_metrics_t got;
+    int found = 0;
+    CHECK_EQ_INT(sdc_metrics_read(r, "dit-stage-2", &got, &found, &err), SDC_OK);
+    CHECK(found);
+    CHECK(strcmp(got.role, "dit-stage") == 0 && got.pipeline == 0 && got.stage == 1 &&
+          got.stages == 3);
+    CHECK(got.m.bytes_sent == 123456789012ull && got.m.bytes_received == 7 &&
+          got.m.jobs_failed == 2 && got.m.jobs_requeued == 3 && got.m.jobs_tracked == 5);
+    CHECK(got.m.busy_s == 1.5 && got.m.busy_ratio == 0.25);
+    CHECK(memcmp(got.m.hist[SDC_HIST_STEP].bucket, m.hist[SDC_HIST_STEP].bucket,
+                 sizeof(m.hist[0].bucket)) == 0);
+    CHECK(got.m.hist[SDC_HIST_STEP].count == 3 &&
+          fabs(got.m.hist[SDC_HIST_STEP].sum - (0.008 + 1e6)) < 1e-3);
+    long long ttl = cmd_int(r, "PTTL %s", "sdc:metrics:dit-stage-2", NULL);
+    CHECK(ttl > 0 && ttl <= 10000);
+    CHECK_EQ_INT(sdc_metrics_read(r, "vae-9", &got, &found, &err), SDC_OK);
+    CHECK(!found);
+    sdc_redis_reply_free(cmd(r, "HSET sdc:metrics:dit-stage-2 step_latency_seconds %s", "1 2 x"));
+    CHECK_EQ_INT(sdc_metrics_read(r, "dit-stage-2", &got, &found, &err), SDC_ERR_FORMAT);
+    CHECK(msg_has(&err, "step_latency_seconds"));
+    sdc_redis_reply_free(cmd(r, "HSET sdc:metrics:dit-stage-2 step_latency_seconds %s bytes_sent -4",
+                             "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0"));
+    CHECK_EQ_INT(sdc_metrics_read(r, "dit-stage-2", &got, &found, &err), SDC_ERR_FORMAT);
+    CHECK(msg_has(&err, "bytes_sent"));
     sdc_redis_close(r);
 }
 
@@ -1675,6 +1826,8 @@ int main(void)
     RUN(test_reply_types);
     RUN(test_round_trip);
     RUN(test_invalid_transitions);
+    RUN(test_cancel);
+    RUN(test_metrics);
     RUN(test_double_completion);
     RUN(test_requeue_and_dead_letter);
     RUN(test_image_jobs);
