@@ -59,7 +59,8 @@ static void usage(FILE *f)
 "      --max-connections N  concurrent connections (default 1024)\n"
 "      --timeout S          close connections idle (or stalled mid-request) for\n"
 "                           S seconds (default 10)\n"
-"      --max-body BYTES     largest request body (default 1048576)\n"
+"      --max-body BYTES     largest request body (default 12582912: room for an\n"
+"                           --max-image-bytes image in base64)\n"
 "\n"
 "Cluster:\n"
 "  -r, --redis URL          redis://host:port[/db] or redis+unix:///path (default\n"
@@ -87,6 +88,8 @@ static void usage(FILE *f)
 "      --max-side N         with neither: the largest side (default 2048)\n"
 "      --max-prompt-bytes N prompt and negative prompt (default 4096)\n"
 "      --max-n N            images per generation request (default 4, at most 16)\n"
+"      --max-image-bytes N  init_image of a job (image-to-image), decoded\n"
+"                           (default 8388608)\n"
 "      --max-steps N        (default 200)\n"
 "      --default-steps N    steps of a request that gives none (default 50)\n"
 "      --max-guidance G     (default 100)\n"
@@ -138,7 +141,7 @@ static int parse_args(int argc, char **argv, cli_t *c)
     enum {
         O_PORT_FILE = 256, O_MAXCONN, O_TIMEOUT, O_MAXBODY, O_PREFIX, O_PWFILE, O_NOAUTH,
         O_OPENMETRICS, O_RATE, O_BURST, O_SIZES, O_CLUSTER, O_MAXSIDE, O_MAXPROMPT, O_MAXN,
-        O_MAXSTEPS, O_DEFSTEPS, O_MAXGUID, O_WAIT, O_LOG,
+        O_MAXSTEPS, O_DEFSTEPS, O_MAXGUID, O_WAIT, O_LOG, O_MAXIMAGE,
     };
     static const struct option opts[] = {
         {"listen", required_argument, 0, 'l'},       {"port", required_argument, 0, 'p'},
@@ -154,6 +157,7 @@ static int parse_args(int argc, char **argv, cli_t *c)
         {"sizes", required_argument, 0, O_SIZES},    {"cluster", required_argument, 0, O_CLUSTER},
         {"max-side", required_argument, 0, O_MAXSIDE},
         {"max-prompt-bytes", required_argument, 0, O_MAXPROMPT},
+        {"max-image-bytes", required_argument, 0, O_MAXIMAGE},
         {"max-n", required_argument, 0, O_MAXN},     {"max-steps", required_argument, 0, O_MAXSTEPS},
         {"default-steps", required_argument, 0, O_DEFSTEPS},
         {"max-guidance", required_argument, 0, O_MAXGUID},
@@ -201,6 +205,11 @@ static int parse_args(int argc, char **argv, cli_t *c)
         case O_MAXPROMPT:
             rc = sdc_cli_parse_long(PROG, "--max-prompt-bytes", optarg, 1, SDC_JOB_PROMPT_MAX, &v);
             o->lim.max_prompt_bytes = (size_t)v;
+            break;
+        case O_MAXIMAGE:
+            rc = sdc_cli_parse_long(PROG, "--max-image-bytes", optarg, 64, SDC_JOB_IMAGE_DEFAULT_CAP,
+                                    &v);
+            o->lim.max_image_bytes = (size_t)v;
             break;
         case O_MAXN:
             rc = sdc_cli_parse_long(PROG, "--max-n", optarg, 1, SDC_GW_N_MAX, &v);

@@ -29,6 +29,7 @@
 #include "cluster/gateway_metrics.h"
 #include "cluster/jobs.h"
 #include "cluster/redis.h"
+#include "common/base64.h"
 #include "common/log.h"
 #include "common/timer.h"
 
@@ -414,11 +415,15 @@ static int parse_body(sdc_gateway_t *g, struct MHD_Connection *conn, const req_t
     return 0;
 }
 
-/* Submits p under a fresh id (written into p->id). */
-static sdc_status_t submit(conn_t *c, sdc_job_params_t *p, sdc_error_t *err)
+/* Submits p under a fresh id (written into p->id), with its input image
+ * when the request carried one. */
+static sdc_status_t submit(conn_t *c, sdc_job_params_t *p, const sdc_gw_request_t *r,
+                           sdc_error_t *err)
 {
     sdc_status_t st = sdc_job_id_new(p->id, err);
-    return st == SDC_OK ? sdc_job_submit(&c->q, p, NULL, err) : st;
+    if (st != SDC_OK)
+        return st;
+    return sdc_job_submit_image(&c->q, p, r && r->image ? &r->img : NULL, NULL, err);
 }
 
 static enum MHD_Result handle_submit(sdc_gateway_t *g, struct MHD_Connection *conn, conn_t *c,
@@ -429,7 +434,7 @@ static enum MHD_Result handle_submit(sdc_gateway_t *g, struct MHD_Connection *co
     enum MHD_Result rc;
     if (!parse_body(g, conn, rq, SDC_GW_REQ_JOB, &r, &rc))
         return rc;
-    sdc_status_t st = submit(c, &r.params, &err);
+    sdc_status_t st = submit(c, &r.params, &r, &err);
     if (st != SDC_OK) {
         sdc_gw_request_free(&r);
         return st == SDC_ERR_IO ? answer_redis_error(g, conn, &err)
@@ -504,28 +509,6 @@ static sdc_status_t wait_job(sdc_gateway_t *g, conn_t *c, const char *id, double
     return st;
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Base64 of data as a malloc'd, NUL-terminated string. */
-static char *base64(const unsigned char *data, size_t len)
-{
-    size_t n = 4 * ((len + 2) / 3);
-    char *out = malloc(n + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16;
-        if (i + 1 < len) v |= (uint32_t)data[i + 1] << 8;
-        if (i + 2 < len) v |= data[i + 2];
-        *o++ = b64[v >> 18 & 63];
-        *o++ = b64[v >> 12 & 63];
-        *o++ = i + 1 < len ? b64[v >> 6 & 63] : '=';
-        *o++ = i + 2 < len ? b64[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
 /* The images of finished jobs as OpenAI's {"created", "data": [...]}. */
 static enum MHD_Result answer_images(sdc_gateway_t *g, struct MHD_Connection *conn, conn_t *c,
                                      char (*ids)[SDC_JOB_ID_MAX + 1], int n)
@@ -548,7 +531,7 @@ static enum MHD_Result answer_images(sdc_gateway_t *g, struct MHD_Connection *co
             return st == SDC_ERR_IO ? answer_redis_error(g, conn, &err)
                                     : answer_error(g, conn, 500, "result_missing", "%s", err.msg);
         }
-        char *text = base64(png, len);
+        char *text = sdc_base64_encode(png, len);
         free(png);
         cJSON *item = cJSON_CreateObject();
         if (!text || !item || !cJSON_AddItemToArray(data, item)) {
@@ -579,7 +562,7 @@ static enum MHD_Result handle_images(sdc_gateway_t *g, struct MHD_Connection *co
     int n = 0;
     for (; n < r.n && st == SDC_OK; n++) {
         r.params.seed = seed0 + (uint64_t)n;
-        if ((st = submit(c, &r.params, &err)) == SDC_OK)
+        if ((st = submit(c, &r.params, NULL, &err)) == SDC_OK)
             memcpy(ids[n], r.params.id, sizeof(ids[n]));
     }
     sdc_gw_request_free(&r);
@@ -1031,7 +1014,7 @@ void sdc_gw_opts_default(sdc_gw_opts_t *o)
     o->port = 8080;
     o->rate.rate = 100;
     o->rate.burst = 200;
-    o->max_body = 1 << 20;
+    o->max_body = 12 << 20; /* an 8 MiB init_image in base64, and the rest */
     o->max_connections = 1024;
     o->conn_timeout_s = 10;
     o->wait_timeout_s = 300;

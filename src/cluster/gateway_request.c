@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base64.h"
 #include "common/config.h"
 #include "common/utf8.h"
 
@@ -29,6 +30,7 @@ void sdc_gw_limits_default(sdc_gw_limits_t *l)
     l->max_guidance = SDC_JOB_GUIDANCE_MAX;
     l->default_steps = SDC_JOB_STEPS_DEFAULT;
     l->max_side = 2048;
+    l->max_image_bytes = 8u << 20;
 }
 
 /* "WxH" with decimal sides; 0 when s is not exactly that. */
@@ -83,6 +85,7 @@ void sdc_gw_request_free(sdc_gw_request_t *r)
     if (!r)
         return;
     sdc_job_params_free(&r->params);
+    free(r->image);
     memset(r, 0, sizeof(*r));
 }
 
@@ -265,6 +268,56 @@ static sdc_status_t f_format(parse_ctx_t *c, const cJSON *v)
                "'response_format' must be \"b64_json\"");
 }
 
+static sdc_status_t f_init_image(parse_ctx_t *c, const cJSON *v)
+{
+    static const char data_url[] = "data:image/";
+    if (!cJSON_IsString(v))
+        return wrong_type(c, "init_image", "a base64 string", v);
+    const char *s = v->valuestring;
+    if (strncmp(s, data_url, sizeof(data_url) - 1) == 0) {
+        const char *comma = strstr(s, ";base64,");
+        if (!comma)
+            return bad(c, SDC_ERR_FORMAT, "invalid_image",
+                       "'init_image' is a data URL without \";base64,\"");
+        s = comma + 8;
+    }
+    sdc_status_t st = sdc_base64_decode(s, strlen(s), c->lim->max_image_bytes, &c->r->image,
+                                        &c->r->image_len, c->err);
+    if (st != SDC_OK)
+        *c->code = st == SDC_ERR_NOMEM ? "server_error" : "invalid_image";
+    return st;
+}
+
+static sdc_status_t f_strength(parse_ctx_t *c, const cJSON *v)
+{
+    if (!cJSON_IsNumber(v))
+        return wrong_type(c, "strength", "a number", v);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d <= 0 || d > 1)
+        return bad(c, SDC_ERR_RANGE, "invalid_value", "'strength' must be in (0, 1]");
+    c->r->params.has_strength = 1;
+    c->r->params.strength = d;
+    return SDC_OK;
+}
+
+/* The image decodes, fits the job's size (or gives it) and that size is
+ * served here: the checks sdc-submit makes, answered as 400s. */
+static sdc_status_t check_image(parse_ctx_t *c)
+{
+    sdc_status_t st = sdc_job_image_check(c->r->image, c->r->image_len, c->lim->max_image_bytes,
+                                          &c->r->img, c->err);
+    if (st == SDC_OK)
+        st = sdc_job_params_set_image(&c->r->params, &c->r->img, c->err);
+    if (st != SDC_OK) {
+        *c->code = st == SDC_ERR_NOMEM ? "server_error" : "invalid_image";
+        return st;
+    }
+    if (!size_allowed(c->lim, c->r->params.width, c->r->params.height))
+        return bad(c, SDC_ERR_RANGE, "invalid_size", "'init_image' is %dx%d, a size not served here",
+                   c->r->params.width, c->r->params.height);
+    return SDC_OK;
+}
+
 /* OpenAI clients send these; the gateway serves one model for one user. */
 static sdc_status_t f_ignored(parse_ctx_t *c, const cJSON *v)
 {
@@ -282,10 +335,12 @@ typedef struct {
 
 #define BOTH ((1u << SDC_GW_REQ_JOB) | (1u << SDC_GW_REQ_IMAGES))
 #define IMAGES (1u << SDC_GW_REQ_IMAGES)
+#define JOB (1u << SDC_GW_REQ_JOB)
 static const field_t fields[] = {
     {"prompt", f_prompt, BOTH},         {"negative_prompt", f_negative, BOTH},
     {"size", f_size, BOTH},             {"seed", f_seed, BOTH},
     {"steps", f_steps, BOTH},           {"guidance_scale", f_guidance, BOTH},
+    {"init_image", f_init_image, JOB},  {"strength", f_strength, JOB},
     {"n", f_n, IMAGES},                 {"response_format", f_format, IMAGES},
     {"model", f_ignored, IMAGES},       {"user", f_ignored, IMAGES},
 };
@@ -355,7 +410,9 @@ static sdc_status_t parse_fields(parse_ctx_t *c, sdc_gw_req_kind_t kind, const c
     }
     if (!c->r->params.prompt)
         return bad(c, SDC_ERR_INVALID_ARG, "missing_prompt", "'prompt' is required");
-    return SDC_OK;
+    if (c->r->params.has_strength && !c->r->image)
+        return bad(c, SDC_ERR_INVALID_ARG, "invalid_value", "'strength' needs 'init_image'");
+    return c->r->image ? check_image(c) : SDC_OK;
 }
 
 sdc_status_t sdc_gateway_request_parse(sdc_gw_req_kind_t kind, const char *body, size_t len,

@@ -4,7 +4,11 @@
  * fuzz target drives exactly this function). Two shapes:
  *
  *   POST /v1/jobs                 {"prompt", "negative_prompt", "size",
- *                                  "seed", "steps", "guidance_scale"}
+ *                                  "seed", "steps", "guidance_scale",
+ *                                  "init_image", "strength"}
+ *                                 init_image: a PNG or JPEG in base64 (a
+ *                                 "data:image/...;base64," prefix is
+ *                                 allowed): image-to-image
  *   POST /v1/images/generations   the same plus OpenAI's "n",
  *                                  "response_format" (b64_json only),
  *                                  "model" and "user" (accepted, unused)
@@ -20,6 +24,7 @@
 #define SDC_CLUSTER_GATEWAY_REQUEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cluster/jobs.h"
 #include "common/status.h"
@@ -40,11 +45,12 @@ typedef struct {
     int n_sizes;
     int sizes[SDC_GW_MAX_SIZES][2];
     int max_side;
+    size_t max_image_bytes; /* decoded init_image, at most */
 } sdc_gw_limits_t;
 
 /* The defaults documented in README (sdc-gateway): prompts up to 4096
  * bytes, n up to 4, steps 1..200 (default 50), guidance 0..100, any size of
- * multiples of 16 up to 2048. */
+ * multiples of 16 up to 2048, input images up to 8 MiB. */
 void sdc_gw_limits_default(sdc_gw_limits_t *l);
 
 /* Parses "64x64,96x64" into l->sizes (replacing them); SDC_ERR_INVALID_ARG
@@ -55,6 +61,9 @@ typedef struct {
     sdc_job_params_t params; /* id left empty: the gateway names the job */
     int has_seed;            /* 0: the caller gave none (the gateway draws one) */
     int n;                   /* images: how many; jobs: 1 */
+    uint8_t *image;          /* init_image decoded (params name it), or NULL */
+    size_t image_len;
+    sdc_job_image_t img;     /* image checked: what sdc_job_submit_image takes */
 } sdc_gw_request_t;
 
 void sdc_gw_request_free(sdc_gw_request_t *r);

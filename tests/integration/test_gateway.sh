@@ -142,7 +142,8 @@ expect redis_acl_wrong_user 1 "redis" -- "$BIN/sdc-gateway" --redis "redis+unix:
 
 # ---- without a cluster ---------------------------------------------------------
 
-gateway main -t "$T/tokens" --sizes 64x64,64x96,96x64 --max-steps 400 --wait-timeout 1
+gateway main -t "$T/tokens" --sizes 64x64,64x96,96x64 --max-steps 400 --wait-timeout 1 \
+    --max-body 1048576
 [ -n "$PORT" ] && pass gateway_starts || { fail gateway_starts "$(cat "$T/main.log")"; exit 0; }
 MAIN_PORT=$PORT
 
@@ -286,7 +287,10 @@ mkdir -p "$T/ref"
 "$BIN/sdc-generate" -m "$MT" -p 'a cat' -n 'blurry' -W 64 -H 96 -s 3 -S 4 -q -o "$T/ref/g4.png" &&
     "$BIN/sdc-generate" -m "$MT" -p 'a cat' -n 'blurry' -W 64 -H 96 -s 3 -S 5 -q -o "$T/ref/g5.png" &&
     "$BIN/sdc-generate" -m "$MT" -p 'A sign that says "Hello"' -W 64 -H 64 -s 3 -S 3 -q \
-        -o "$T/ref/j3.png" 2>"$T/ref.log" && pass references || fail references "$(cat "$T/ref.log")"
+        -o "$T/ref/j3.png" 2>"$T/ref.log" &&
+    "$BIN/sdc-generate" -m "$MT" -p 'a cat' --init-image "$DATA/goldens/img2img_init_64x64.png" --strength 0.7 \
+        -s 3 -S 6 -q -o "$T/ref/i6.png" 2>>"$T/ref.log" && pass references ||
+    fail references "$(cat "$T/ref.log")"
 cat >"$T/cluster.json" <<EOF
 {"redis": "$REDIS", "prefix": "sdc:", "model": "$MT", "micro_batch": 4,
  "pipelines": [{"name": "p0", "stages": 2}],
@@ -356,6 +360,31 @@ else
 fi
 req DELETE "/v1/jobs/$ID" "${AUTH[@]}"
 check cancel_done_refused 409 '"code":"job_finished"'
+
+# Image-to-image through the API: the init image in base64, the result
+# identical to sdc-generate --init-image.
+printf '{"prompt": "a cat", "steps": 3, "seed": 6, "strength": 0.7, "init_image": "data:image/png;base64,%s"}' \
+    "$(base64 -w0 "$DATA/goldens/img2img_init_64x64.png")" >"$T/i6.json"
+req POST /v1/jobs "${AUTH[@]}" "${JSON[@]}" --data-binary @"$T/i6.json"
+ID=$(json_field id)
+for _ in $(seq 1 600); do
+    req GET "/v1/jobs/$ID" "${AUTH[@]}"
+    grep -q '"state":"\(done\|failed\|cancelled\)"' "$T/body" && break
+    sleep 0.1
+done
+curl -s -m 10 -o "$T/i6.png" -w '%{http_code}' "http://127.0.0.1:$PORT/v1/jobs/$ID/result" \
+    "${AUTH[@]}" >"$T/rc"
+if [ "$(cat "$T/rc")" = 200 ] && cmp -s "$T/i6.png" "$T/ref/i6.png"; then
+    pass img2img_identical_to_generate
+else
+    fail img2img_identical_to_generate "$(cat "$T/rc") $(head -c 300 "$T/body")"
+fi
+req POST /v1/jobs "${AUTH[@]}" "${JSON[@]}" -d '{"prompt": "x", "init_image": "aGVsbG8gd29ybGQ="}'
+check img2img_not_an_image 400 '"code":"invalid_image"'
+req POST /v1/jobs "${AUTH[@]}" "${JSON[@]}" -d '{"prompt": "x", "init_image": "@@@@"}'
+check img2img_bad_base64 400 'invalid character.*"code":"invalid_image"'
+req POST /v1/jobs "${AUTH[@]}" "${JSON[@]}" -d '{"prompt": "x", "strength": 0.5}'
+check img2img_strength_alone 400 "'strength' needs 'init_image'"
 
 # Cancel a running job: it stays cancelled, stops advancing, leaves no
 # image, and the cluster goes on serving.

@@ -3,6 +3,7 @@
  * server itself is tested over real HTTP by tests/integration/test_gateway*.sh. */
 #include "cluster/gateway_auth.h"
 #include "cluster/gateway_request.h"
+#include "common/base64.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -88,6 +89,57 @@ static void test_request_job(void)
     const char body[] = "{\"prompt\": \"x\"}GARBAGE";
     CHECK_EQ_INT(sdc_gateway_request_parse(SDC_GW_REQ_JOB, body, 15, &lim, &r, &code, &err), SDC_OK);
     sdc_gw_request_free(&r);
+}
+
+/* init_image: base64 (or a data URL) of a PNG that decodes, sized like the
+ * job; the request then carries the bytes and the params name them. */
+static void test_request_init_image(void)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/goldens/img2img_init_64x64.png", test_data_dir());
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (!f) return;
+    uint8_t png[65536];
+    size_t n = fread(png, 1, sizeof(png), f);
+    fclose(f);
+    char *b64 = sdc_base64_encode(png, n);
+    size_t cap = strlen(b64) + 256;
+    char *body = malloc(cap);
+    sdc_gw_request_t r;
+    const char *code;
+    sdc_error_t err = {0};
+
+    snprintf(body, cap, "{\"prompt\": \"x\", \"strength\": 0.25, \"init_image\": "
+             "\"data:image/png;base64,%s\"}", b64);
+    CHECK_EQ_INT(parse(SDC_GW_REQ_JOB, body, &r, &code, &err), SDC_OK);
+    CHECK(r.image_len == n && memcmp(r.image, png, n) == 0 && r.img.data == r.image);
+    CHECK(r.params.image_bytes == n && r.params.has_strength && r.params.strength == 0.25);
+    CHECK(r.params.width == 64 && r.params.height == 64); /* the image's size */
+    sdc_gw_request_free(&r);
+    snprintf(body, cap, "{\"prompt\": \"x\", \"size\": \"64x96\", \"init_image\": \"%s\"}", b64);
+    CHECK(refused(SDC_GW_REQ_JOB, body, "invalid_image", NULL));
+    lim.max_image_bytes = n - 1;
+    snprintf(body, cap, "{\"prompt\": \"x\", \"init_image\": \"%s\"}", b64);
+    CHECK(refused(SDC_GW_REQ_JOB, body, "invalid_image", "at most"));
+    lim.max_image_bytes = 8u << 20;
+    b64[strlen(b64) / 2] = '\0'; /* a truncated PNG */
+    snprintf(body, cap, "{\"prompt\": \"x\", \"init_image\": \"%.*s\"}",
+             (int)(strlen(b64) / 4 * 4), b64);
+    CHECK(refused(SDC_GW_REQ_JOB, body, "invalid_image", NULL));
+    CHECK(refused(SDC_GW_REQ_JOB, "{\"prompt\": \"x\", \"init_image\": 5}", "invalid_type", NULL));
+    CHECK(refused(SDC_GW_REQ_JOB, "{\"prompt\": \"x\", \"init_image\": \"data:image/png,AAAA\"}",
+                  "invalid_image", "base64"));
+    CHECK(refused(SDC_GW_REQ_JOB, "{\"prompt\": \"x\", \"init_image\": \"Zm9v\"}", "invalid_image",
+                  NULL));
+    CHECK(refused(SDC_GW_REQ_JOB, "{\"prompt\": \"x\", \"strength\": 0.5}", "invalid_value",
+                  "needs 'init_image'"));
+    CHECK(refused(SDC_GW_REQ_JOB, "{\"prompt\": \"x\", \"strength\": 0}", "invalid_value", NULL));
+    CHECK(refused(SDC_GW_REQ_JOB, "{\"prompt\": \"x\", \"strength\": 1.5}", "invalid_value", NULL));
+    CHECK(refused(SDC_GW_REQ_IMAGES, "{\"prompt\": \"x\", \"init_image\": \"Zm9v\"}",
+                  "unknown_parameter", NULL));
+    free(body);
+    free(b64);
 }
 
 static void test_request_images(void)
@@ -210,6 +262,7 @@ int main(void)
         return 1;
     }
     RUN(test_request_job);
+    RUN(test_request_init_image);
     RUN(test_request_images);
     RUN(test_sizes);
     RUN(test_tokens);
