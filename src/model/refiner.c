@@ -48,8 +48,7 @@ sdc_status_t sdc_refiner_encode_prompt(sdc_backend_t *be, const char *model_dir,
     memset(out, 0, sizeof(*out));
     if (!be || !model_dir)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
-    if ((st = sdc_pipeline_check_index(model_dir, "HunyuanImageRefinerPipeline",
-                                       "AutoencoderKLHunyuanImageRefiner", err)) ||
+    if ((st = sdc_refiner_check_dir(model_dir, err)) ||
         (st = sub_path(path, sizeof(path), model_dir, "transformer/config.json", err)) ||
         (st = sdc_dit_config_load(&dc, path, err)) ||
         (st = sdc_pipeline_load_guiders(model_dir, &g, &ocr, err)) ||
@@ -97,17 +96,23 @@ static sdc_status_t refiner_load(sdc_refiner_t *r, const char *dir, sdc_error_t 
     return SDC_OK;
 }
 
-sdc_status_t sdc_refiner_open(sdc_refiner_t **out, sdc_backend_t *be, const char *model_dir,
-                              sdc_error_t *err)
+sdc_status_t sdc_refiner_check_dir(const char *model_dir, sdc_error_t *err)
 {
     struct stat sb;
-    *out = NULL;
-    if (!be || !model_dir) return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
+    if (!model_dir) return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
     if (stat(model_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: refiner model directory not found",
                              model_dir);
-    sdc_status_t st = sdc_pipeline_check_index(model_dir, "HunyuanImageRefinerPipeline",
-                                               "AutoencoderKLHunyuanImageRefiner", err);
+    return sdc_pipeline_check_index(model_dir, "HunyuanImageRefinerPipeline",
+                                    "AutoencoderKLHunyuanImageRefiner", err);
+}
+
+sdc_status_t sdc_refiner_open(sdc_refiner_t **out, sdc_backend_t *be, const char *model_dir,
+                              sdc_error_t *err)
+{
+    *out = NULL;
+    if (!be) return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
+    sdc_status_t st = sdc_refiner_check_dir(model_dir, err);
     if (st != SDC_OK) return st;
     sdc_refiner_t *r = calloc(1, sizeof(*r));
     if (!r) return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");

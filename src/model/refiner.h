@@ -92,6 +92,10 @@ typedef struct {
     sdc_guider_config_t guider; /* kind NONE when the model has none */
 } sdc_refiner_t;
 
+/* model_dir exists and its model_index.json names
+ * HunyuanImageRefinerPipeline (a base model directory is refused by name). */
+sdc_status_t sdc_refiner_check_dir(const char *model_dir, sdc_error_t *err);
+
 /* Checks model_index.json (a base HunyuanImagePipeline directory, or any
  * other class, is refused by name) and loads transformer/, vae/,
  * scheduler/ and guider/; the transformer must take twice the channels it
