@@ -96,17 +96,24 @@ static void usage(FILE *f)
 "                           (model_index.json: HunyuanImageRefinerPipeline); -o gets\n"
 "                           the refined image\n"
 "      --refine-image FILE  refine this PNG or JPEG image instead of generating one\n"
-"                           (needs --refiner, no --model); its size must be a multiple\n"
-"                           of the refiner's VAE factor: sdc does not resample\n"
-"      --refiner-embeds FILE  the refiner's text conditioning (--embeds format,\n"
-"                           prompt_embeds [+ mask]; the refiner's own text encoder is\n"
-"                           not run by sdc). Required with --refiner\n"
+"                           (needs --refiner and a prompt or --refiner-embeds; no\n"
+"                           --model)\n"
+"      --refine-width N     width of the refined image (default: the input's). A\n"
+"      --refine-height N    different size resamples the input first with Lanczos,\n"
+"                           exactly as diffusers' image processor (PIL) does, e.g.\n"
+"                           2x the base size to upscale. Multiples of the refiner's\n"
+"                           VAE factor (16 for the released model), at most 8192\n"
+"      --refiner-embeds FILE  the refiner's text conditioning as a file (--embeds\n"
+"                           format, prompt_embeds [+ mask]) instead of running the\n"
+"                           refiner's text encoder on the prompt (its text_encoder/,\n"
+"                           tokenizer/: another chat template, 256 tokens kept)\n"
 "      --base-output FILE   with --refiner: also write the unrefined image\n"
 "      --refine-steps N     refiner steps (default 4)\n"
 "      --refine-strength S  0..1 (default 0.25): the share of noise blended into the\n"
 "                           image latents the refiner is conditioned on\n"
 "      --refine-guidance G  the refiner's distilled guidance scale (default 3.25)\n"
-"                           The refiner uses --seed for its noise too.\n"
+"                           The refiner uses --seed for its noise and --prompt\n"
+"                           (--negative-prompt only if its model has a guider) too.\n"
 "\n"
 "Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.\n");
 }
@@ -259,29 +266,63 @@ out:
 
 typedef struct {
     const char *dir, *embeds, *image, *base_out;
+    prompt_t prompt, negative; /* for the refiner's text encoder */
     sdc_refiner_params_t rp;
 } refine_opts_t;
 
-/* Refines rgb (w x h) with the refiner model; *out gets the refined RGB8.
- * The refiner is loaded here and freed before returning. */
+/* The refiner's text conditioning: its text encoder on the prompt (loaded
+ * and freed here, before the refiner's DiT), or --refiner-embeds. */
+static sdc_status_t refiner_text(sdc_backend_t *be, const refine_opts_t *ro, int quiet,
+                                 sdc_embeds_t *emb, sdc_error_t *err)
+{
+    sdc_status_t st;
+    if (ro->embeds) {
+        char path[4096];
+        sdc_dit_config_t dc;
+        if ((st = sdc_refiner_check_dir(ro->dir, err)) != SDC_OK) return st;
+        if (snprintf(path, sizeof(path), "%s/transformer/config.json", ro->dir) >=
+            (int)sizeof(path))
+            return sdc_error_set(err, SDC_ERR_INVALID_ARG, "%s: path too long", ro->dir);
+        if ((st = sdc_dit_config_load(&dc, path, err)) != SDC_OK) return st;
+        st = sdc_embeds_load(emb, ro->embeds, dc.text_embed_dim, dc.text_embed_2_dim, err);
+        if (st != SDC_OK) sdc_error_wrap(err, "--refiner-embeds");
+        return st;
+    }
+    sdc_text_info_t info;
+    double t0 = sdc_now();
+    st = sdc_refiner_encode_prompt(be, ro->dir, ro->prompt.text, ro->prompt.len,
+                                   ro->negative.text, ro->negative.len, ro->rp.steps, emb, &info,
+                                   err);
+    if (st != SDC_OK) return st;
+    if (ro->negative.text && !emb->has_neg)
+        SDC_INFO("the refiner makes no unconditional pass: --negative-prompt is unused there");
+    if (!quiet)
+        fprintf(stderr, "sdc-generate: refiner prompt: %zu tokens (%lld encoded)%s; text encoder "
+                        "%.2f s\n",
+                info.n_tokens - (size_t)sdc_text_profile_refiner.drop_tokens,
+                (long long)info.n_valid, emb->has_neg ? ", with negative prompt" : "",
+                sdc_now() - t0);
+    return SDC_OK;
+}
+
+/* Refines rgb (w x h) with the refiner model; *out gets the refined RGB8
+ * of *ow x *oh (ro->rp's size, resampled from w x h when it differs). The
+ * refiner is loaded here and freed before returning. */
 static sdc_status_t refine(sdc_backend_t *be, const refine_opts_t *ro, const uint8_t *rgb, int w,
-                           int h, int quiet, uint8_t **out, sdc_error_t *err)
+                           int h, int quiet, uint8_t **out, int *ow, int *oh, sdc_error_t *err)
 {
     sdc_refiner_t *r = NULL;
     sdc_embeds_t emb;
     int have_emb = 0;
-    double t0 = sdc_now();
-    sdc_status_t st = sdc_refiner_open(&r, be, ro->dir, err);
-    if (st != SDC_OK) goto out;
-    st = sdc_refiner_check(r, w, h, &ro->rp, err);
-    if (st != SDC_OK) goto out;
-    const sdc_dit_config_t *dc = sdc_dit_config(r->dit);
-    st = sdc_embeds_load(&emb, ro->embeds, dc->text_embed_dim, dc->text_embed_2_dim, err);
-    if (st != SDC_OK) {
-        sdc_error_wrap(err, "--refiner-embeds");
-        goto out;
-    }
+    sdc_status_t st = refiner_text(be, ro, quiet, &emb, err);
+    if (st != SDC_OK) return st;
     have_emb = 1;
+    double t0 = sdc_now();
+    st = sdc_refiner_open(&r, be, ro->dir, err);
+    if (st != SDC_OK) goto out;
+    sdc_refiner_output_size(&ro->rp, w, h, ow, oh);
+    st = sdc_refiner_check(r, *ow, *oh, &ro->rp, err);
+    if (st != SDC_OK) goto out;
     sdc_text_cond_t pos, neg;
     sdc_embeds_cond(&emb.pos, &pos);
     sdc_embeds_cond(&emb.neg, &neg);
@@ -292,9 +333,9 @@ static sdc_status_t refine(sdc_backend_t *be, const refine_opts_t *ro, const uin
                          out, NULL, &tm, err);
     if (st == SDC_OK && !quiet)
         fprintf(stderr,
-                "sdc-generate: refiner: %dx%d, %d steps | load %.2f s | denoise %.2f s (%d DiT "
-                "passes) | encode + decode %.2f s\n",
-                w, h, ro->rp.steps, t_load, tm.embed_s + tm.blocks_s + tm.head_s + tm.guide_s,
+                "sdc-generate: refiner: %dx%d -> %dx%d, %d steps | load %.2f s | denoise %.2f s "
+                "(%d DiT passes) | resize + encode + decode %.2f s\n",
+                w, h, *ow, *oh, ro->rp.steps, t_load, tm.embed_s + tm.blocks_s + tm.head_s + tm.guide_s,
                 tm.dit_passes, tm.vae_s);
 out:
     if (have_emb) sdc_embeds_free(&emb);
@@ -309,7 +350,7 @@ static int refine_file(const char *backend_name, long threads, const refine_opts
     sdc_error_t err = {0};
     sdc_backend_t *be = NULL;
     uint8_t *rgb = NULL, *refined = NULL;
-    int w = 0, h = 0, rc = 1;
+    int w = 0, h = 0, ow = 0, oh = 0, rc = 1;
     if (sdc_image_load(ro->image, (size_t)SDC_MAX_IMAGE_SIDE * SDC_MAX_IMAGE_SIDE, &rgb, &w, &h,
                        &err) != SDC_OK) {
         sdc_error_wrap(&err, "--refine-image");
@@ -317,8 +358,8 @@ static int refine_file(const char *backend_name, long threads, const refine_opts
     }
     sdc_backend_config_t bc = {.name = backend_name, .n_threads = (int)threads, .device = 0};
     if (sdc_backend_create(&bc, &be, &err) != SDC_OK) goto fail;
-    if (refine(be, ro, rgb, w, h, quiet, &refined, &err) != SDC_OK) goto fail;
-    if (sdc_png_write_file(out, refined, w, h, &err) != SDC_OK) goto fail;
+    if (refine(be, ro, rgb, w, h, quiet, &refined, &ow, &oh, &err) != SDC_OK) goto fail;
+    if (sdc_png_write_file(out, refined, ow, oh, &err) != SDC_OK) goto fail;
     rc = 0;
     goto done;
 fail:
@@ -349,9 +390,10 @@ int main(int argc, char **argv)
     double strength = NAN;
     /* Refiner. */
     enum { OPT_REFINER = 768, OPT_REFINE_IMAGE, OPT_REFINER_EMBEDS, OPT_BASE_OUT,
-           OPT_REFINE_STEPS, OPT_REFINE_STRENGTH, OPT_REFINE_GUIDANCE };
+           OPT_REFINE_STEPS, OPT_REFINE_STRENGTH, OPT_REFINE_GUIDANCE, OPT_REFINE_WIDTH,
+           OPT_REFINE_HEIGHT };
     refine_opts_t ro = {0};
-    long refine_steps = 4;
+    long refine_steps = 4, refine_w = 0, refine_h = 0;
     int refine_tuned = 0;
     sdc_refiner_params_default(&ro.rp);
     static const struct option opts[] = {
@@ -377,6 +419,8 @@ int main(int argc, char **argv)
         {"refine-steps", required_argument, 0, OPT_REFINE_STEPS},
         {"refine-strength", required_argument, 0, OPT_REFINE_STRENGTH},
         {"refine-guidance", required_argument, 0, OPT_REFINE_GUIDANCE},
+        {"refine-width", required_argument, 0, OPT_REFINE_WIDTH},
+        {"refine-height", required_argument, 0, OPT_REFINE_HEIGHT},
         {0, 0, 0, 0},
     };
     sdc_log_set_level(SDC_LOG_WARN);
@@ -400,6 +444,8 @@ int main(int argc, char **argv)
         case OPT_REFINE_STEPS: refine_tuned = 1; if (sdc_cli_parse_long(PROG, "--refine-steps", optarg, 1, 1000, &refine_steps)) return EXIT_USAGE; break;
         case OPT_REFINE_STRENGTH: refine_tuned = 1; if (sdc_cli_parse_double(PROG, "--refine-strength", optarg, 0.0, 1.0, &ro.rp.cond_strength)) return EXIT_USAGE; break;
         case OPT_REFINE_GUIDANCE: refine_tuned = 1; if (sdc_cli_parse_double(PROG, "--refine-guidance", optarg, 0.0, 100.0, &ro.rp.distilled_guidance_scale)) return EXIT_USAGE; break;
+        case OPT_REFINE_WIDTH: refine_tuned = 1; if (sdc_cli_parse_long(PROG, "--refine-width", optarg, 1, SDC_MAX_IMAGE_SIDE, &refine_w)) return EXIT_USAGE; break;
+        case OPT_REFINE_HEIGHT: refine_tuned = 1; if (sdc_cli_parse_long(PROG, "--refine-height", optarg, 1, SDC_MAX_IMAGE_SIDE, &refine_h)) return EXIT_USAGE; break;
         case 'o': out = optarg; break;
         case 'W': if (sdc_cli_parse_long(PROG, "--width", optarg, 1, SDC_MAX_IMAGE_SIDE, &width)) return EXIT_USAGE; break;
         case 'H': if (sdc_cli_parse_long(PROG, "--height", optarg, 1, SDC_MAX_IMAGE_SIDE, &height)) return EXIT_USAGE; break;
@@ -436,25 +482,37 @@ int main(int argc, char **argv)
     int n_inputs = (prompt.text != NULL) + (prompt_file != NULL) + (embeds_path != NULL);
     ro.rp.steps = (int)refine_steps;
     ro.rp.seed = seed;
+    ro.rp.width = (int)refine_w;
+    ro.rp.height = (int)refine_h;
     if (!ro.dir && (ro.image || ro.embeds || ro.base_out || refine_tuned)) {
         fprintf(stderr, "sdc-generate: --refine-image, --refiner-embeds, --base-output and "
                         "--refine-* need --refiner (see --help)\n");
         return EXIT_USAGE;
     }
-    if (ro.dir && (!ro.embeds || !out)) {
-        fprintf(stderr, "sdc-generate: --refiner needs --refiner-embeds and --output (see "
-                        "--help)\n");
+    int has_prompt = prompt.text != NULL || prompt_file != NULL;
+    if (ro.dir && ((!ro.embeds && !has_prompt) || !out)) {
+        fprintf(stderr, "sdc-generate: --refiner needs a prompt (--prompt / --prompt-file) or "
+                        "--refiner-embeds, and --output (see --help)\n");
         return EXIT_USAGE;
     }
     if (ro.image) {
-        if (model || n_inputs || init_path || negative.text || dump_path || ro.base_out ||
-            latent_out) {
+        if (model || embeds_path || init_path || dump_path || ro.base_out || latent_out ||
+            (ro.embeds && (has_prompt || negative.text))) {
             fprintf(stderr, "sdc-generate: --refine-image refines an existing image: it takes "
-                            "no --model, prompt, --embeds, --init-image, --dump-embeds, "
-                            "--base-output or --latent-out (see --help)\n");
+                            "a prompt or --refiner-embeds (not both), and no --model, --embeds, "
+                            "--init-image, --dump-embeds, --base-output or --latent-out (see "
+                            "--help)\n");
             return EXIT_USAGE;
         }
-        return refine_file(backend_name, threads, &ro, out, quiet);
+        if (prompt_file) {
+            if (read_prompt_file(prompt_file, &file_text, &prompt.len)) return 1;
+            prompt.text = file_text;
+        }
+        ro.prompt = prompt;
+        ro.negative = negative;
+        int rc_refine = refine_file(backend_name, threads, &ro, out, quiet);
+        free(file_text);
+        return rc_refine;
     }
     if (!model || n_inputs != 1 || (!out && !dump_path)) {
         fprintf(stderr, "sdc-generate: --model, one of --prompt / --prompt-file / --embeds, and "
@@ -554,6 +612,7 @@ int main(int argc, char **argv)
     }
     if (sdc_pipeline_check_params(p, &gp, &err) != SDC_OK) goto fail;
     double t_load = sdc_now() - t_model;
+    int out_w = gp.width, out_h = gp.height; /* the refiner may change them */
 
     sdc_text_cond_t pos, neg;
     sdc_embeds_cond(&emb.pos, &pos);
@@ -575,11 +634,15 @@ int main(int argc, char **argv)
             goto fail;
         sdc_pipeline_free(p);
         p = NULL;
-        if (refine(be, &ro, rgb, gp.width, gp.height, quiet, &refined, &err) != SDC_OK) goto fail;
+        ro.prompt = prompt;
+        ro.negative = negative;
+        if (refine(be, &ro, rgb, gp.width, gp.height, quiet, &refined, &out_w, &out_h, &err) !=
+            SDC_OK)
+            goto fail;
         free(rgb);
         rgb = refined;
     }
-    if (sdc_png_write_file(out, rgb, gp.width, gp.height, &err) != SDC_OK) goto fail;
+    if (sdc_png_write_file(out, rgb, out_w, out_h, &err) != SDC_OK) goto fail;
     if (latent_out && write_latent(latent_out, latent, latent_c, gp.height / f, gp.width / f))
         goto out;
     if (!quiet)

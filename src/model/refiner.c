@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "../common/png.h"
+#include "../common/resize.h"
 #include "../common/timer.h"
 #include "img2img.h"
 #include "vae.h"
@@ -33,6 +34,40 @@ static sdc_status_t sub_path(char *buf, size_t cap, const char *dir, const char 
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "%s: path too long", dir);
     return SDC_OK;
 }
+
+sdc_status_t sdc_refiner_encode_prompt(sdc_backend_t *be, const char *model_dir,
+                                       const char *prompt, size_t len, const char *negative,
+                                       size_t negative_len, int steps, sdc_embeds_t *out,
+                                       sdc_text_info_t *info, sdc_error_t *err)
+{
+    char path[4096];
+    sdc_dit_config_t dc;
+    sdc_guider_config_t g, ocr;
+    sdc_text_encoder_t *te = NULL;
+    sdc_status_t st;
+    memset(out, 0, sizeof(*out));
+    if (!be || !model_dir)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
+    if ((st = sdc_refiner_check_dir(model_dir, err)) ||
+        (st = sub_path(path, sizeof(path), model_dir, "transformer/config.json", err)) ||
+        (st = sdc_dit_config_load(&dc, path, err)) ||
+        (st = sdc_pipeline_load_guiders(model_dir, &g, &ocr, err)) ||
+        (st = sdc_text_encoder_open_profile(&te, be, model_dir, &sdc_text_profile_refiner,
+                                            dc.text_embed_dim, dc.text_embed_2_dim, err)))
+        return st;
+    st = sdc_text_encoder_encode(te, prompt, len, &out->pos, info, err);
+    /* The pipeline encodes the negative prompt ("" when none) only when
+     * its guider makes an unconditional pass. */
+    if (st == SDC_OK && g.kind != SDC_GUIDER_NONE && sdc_guider_needs_uncond(&g, steps)) {
+        st = sdc_text_encoder_encode(te, negative ? negative : "", negative ? negative_len : 0,
+                                     &out->neg, NULL, err);
+        out->has_neg = st == SDC_OK;
+    }
+    sdc_text_encoder_free(te);
+    if (st != SDC_OK) sdc_embeds_free(out);
+    return st;
+}
+
 
 static sdc_status_t refiner_load(sdc_refiner_t *r, const char *dir, sdc_error_t *err)
 {
@@ -61,17 +96,23 @@ static sdc_status_t refiner_load(sdc_refiner_t *r, const char *dir, sdc_error_t 
     return SDC_OK;
 }
 
-sdc_status_t sdc_refiner_open(sdc_refiner_t **out, sdc_backend_t *be, const char *model_dir,
-                              sdc_error_t *err)
+sdc_status_t sdc_refiner_check_dir(const char *model_dir, sdc_error_t *err)
 {
     struct stat sb;
-    *out = NULL;
-    if (!be || !model_dir) return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
+    if (!model_dir) return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
     if (stat(model_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return sdc_error_set(err, SDC_ERR_NOT_FOUND, "%s: refiner model directory not found",
                              model_dir);
-    sdc_status_t st = sdc_pipeline_check_index(model_dir, "HunyuanImageRefinerPipeline",
-                                               "AutoencoderKLHunyuanImageRefiner", err);
+    return sdc_pipeline_check_index(model_dir, "HunyuanImageRefinerPipeline",
+                                    "AutoencoderKLHunyuanImageRefiner", err);
+}
+
+sdc_status_t sdc_refiner_open(sdc_refiner_t **out, sdc_backend_t *be, const char *model_dir,
+                              sdc_error_t *err)
+{
+    *out = NULL;
+    if (!be) return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
+    sdc_status_t st = sdc_refiner_check_dir(model_dir, err);
     if (st != SDC_OK) return st;
     sdc_refiner_t *r = calloc(1, sizeof(*r));
     if (!r) return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
@@ -276,23 +317,55 @@ out:
     return st;
 }
 
+void sdc_refiner_output_size(const sdc_refiner_params_t *rp, int image_width, int image_height,
+                             int *width, int *height)
+{
+    *width = rp->width ? rp->width : image_width;
+    *height = rp->height ? rp->height : image_height;
+}
+
+sdc_status_t sdc_refiner_prepare_image(const sdc_refiner_t *r, const sdc_refiner_params_t *rp,
+                                       const uint8_t *rgb, int image_width, int image_height,
+                                       uint8_t **out, int *width, int *height, sdc_error_t *err)
+{
+    *out = NULL;
+    if (!r || !rp || !rgb)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
+    if (image_width < 1 || image_height < 1 || image_width > SDC_MAX_IMAGE_SIDE ||
+        image_height > SDC_MAX_IMAGE_SIDE)
+        return sdc_error_set(err, SDC_ERR_RANGE,
+                             "refiner: input image %dx%d, each side must be in 1 .. %d",
+                             image_width, image_height, SDC_MAX_IMAGE_SIDE);
+    sdc_refiner_output_size(rp, image_width, image_height, width, height);
+    sdc_status_t st = sdc_refiner_check(r, *width, *height, rp, err);
+    if (st != SDC_OK) return st;
+    return sdc_resize_lanczos_rgb8(rgb, image_width, image_height, *width, *height, out, err);
+}
+
 sdc_status_t sdc_refiner_run(sdc_refiner_t *r, const sdc_refiner_params_t *rp, const uint8_t *rgb,
-                             int width, int height, const sdc_text_cond_t *pos,
+                             int image_width, int image_height, const sdc_text_cond_t *pos,
                              const sdc_text_cond_t *neg, sdc_progress_fn progress,
                              void *progress_ctx, uint8_t **rgb_out, float **latent_out,
                              sdc_gen_timing_t *timing, sdc_error_t *err)
 {
+    uint8_t *img = NULL;
+    int width, height;
     if (!r || !rp || !rgb || !pos || !rgb_out)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
-    sdc_status_t st = sdc_refiner_check(r, width, height, rp, err);
+    double v0 = sdc_now();
+    sdc_status_t st =
+        sdc_refiner_prepare_image(r, rp, rgb, image_width, image_height, &img, &width, &height, err);
     if (st != SDC_OK) return st;
     int64_t f = sdc_vae_refiner_config(r->vae)->spatial_compression_ratio;
     int64_t h = height / f, w = width / f;
     int64_t n = 2 * sdc_vae_refiner_config(r->vae)->latent_channels * h * w;
     float *image_latents = malloc((size_t)n * sizeof(float));
-    if (!image_latents) return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
-    double v0 = sdc_now();
-    st = sdc_refiner_encode_image(r, rgb, width, height, rp->seed, image_latents, err);
+    if (!image_latents) {
+        free(img);
+        return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
+    }
+    st = sdc_refiner_encode_image(r, img, width, height, rp->seed, image_latents, err);
+    free(img);
     double enc_s = sdc_now() - v0;
     if (st == SDC_OK)
         st = sdc_refiner_run_latents(r, rp, image_latents, h, w, pos, neg, progress, progress_ctx,

@@ -10,13 +10,20 @@
  * transformer/ (HunyuanImageTransformer2DModel taking 2 x its output
  * channels: the noisy latents and the image latents, concatenated),
  * vae/ (AutoencoderKLHunyuanImageRefiner), scheduler/
- * (FlowMatchEulerDiscreteScheduler), optional guider/. Its text encoder is
- * not run here: the conditioning comes in as embeddings.
+ * (FlowMatchEulerDiscreteScheduler), optional guider/, and text_encoder/ +
+ * tokenizer/ (Qwen2.5-VL and its tokenizer, the same as the base model's).
+ * The text conditioning is computed by sdc_refiner_encode_prompt (the text
+ * encoder's "refiner" profile: the refiner's chat template, 36 template
+ * tokens dropped, 256 kept, no glyph encoder), or comes in as embeddings;
+ * the run functions take it as sdc_text_cond_t.
  *
  * What one run computes (pipeline_hunyuanimage_refiner.py):
- *   1. image: RGB8 -> 2 * (u / 255) - 1 at its own size (preprocess; sdc
- *      does not resample: diffusers would resize to height x width with
- *      PIL's Lanczos, which is the identity when the sizes agree).
+ *   0. prompt -> prompt_embeds (1 x 256 x text_embed_dim) + mask
+ *      (sdc_refiner_encode_prompt, before the refiner is opened: the LLM
+ *      and the DiT need not be resident together).
+ *   1. image: resized to the output size with PIL's Lanczos when the sizes
+ *      differ (VaeImageProcessor.preprocess on a PIL image; common/resize
+ *      is bit-exact), then RGB8 -> 2 * (u / 255) - 1.
  *   2. z = VAE posterior sample (mean + exp(0.5 logvar) * eps, eps = Philox
  *      stream 1 of the seed), latent_channels x h x w.
  *   3. image_latents = cat([z, z]) * scaling_factor: _reorder_image_tokens
@@ -43,9 +50,11 @@
 #include "../common/philox.h"
 #include "../common/status.h"
 #include "dit.h"
+#include "embeds.h"
 #include "guider.h"
 #include "pipeline.h"
 #include "scheduler.h"
+#include "text_encoder.h"
 #include "vae_refiner.h"
 
 /* Philox stream of the noise blended into the image latents (step 4). */
@@ -57,9 +66,22 @@ typedef struct {
     double distilled_guidance_scale; /* default 3.25 */
     double cond_strength;            /* 0 .. 1, default 0.25 */
     int trim_text;                   /* 1 (default): drop padded text tokens */
+    int width, height;               /* output size; 0 (default): the input's */
 } sdc_refiner_params_t;
 
 void sdc_refiner_params_default(sdc_refiner_params_t *p);
+
+/* Step 0 for the refiner in model_dir (HunyuanImageRefinerPipeline.
+ * encode_prompt): out->pos from prompt[0..len); out->neg (has_neg) from
+ * negative ("" when NULL) only when the model's guider makes an
+ * unconditional pass over `steps` steps, as the pipeline decides. Reads the
+ * transformer and guider configs, loads text_encoder/ and tokenizer/ and
+ * frees them before returning. Free out with sdc_embeds_free. info
+ * (optional): token counts of the prompt. */
+sdc_status_t sdc_refiner_encode_prompt(sdc_backend_t *be, const char *model_dir,
+                                       const char *prompt, size_t len, const char *negative,
+                                       size_t negative_len, int steps, sdc_embeds_t *out,
+                                       sdc_text_info_t *info, sdc_error_t *err);
 
 typedef struct {
     char *model_dir;
@@ -69,6 +91,10 @@ typedef struct {
     sdc_sched_config_t sched;
     sdc_guider_config_t guider; /* kind NONE when the model has none */
 } sdc_refiner_t;
+
+/* model_dir exists and its model_index.json names
+ * HunyuanImageRefinerPipeline (a base model directory is refused by name). */
+sdc_status_t sdc_refiner_check_dir(const char *model_dir, sdc_error_t *err);
 
 /* Checks model_index.json (a base HunyuanImagePipeline directory, or any
  * other class, is refused by name) and loads transformer/, vae/,
@@ -84,7 +110,20 @@ void sdc_refiner_free(sdc_refiner_t *r);
 sdc_status_t sdc_refiner_check(const sdc_refiner_t *r, int width, int height,
                                const sdc_refiner_params_t *rp, sdc_error_t *err);
 
-/* Steps 1-3: image_latents (2 latent_channels x height/f x width/f, host)
+/* The output size for an input image: rp->width / rp->height, or the
+ * image's own where they are 0. */
+void sdc_refiner_output_size(const sdc_refiner_params_t *rp, int image_width, int image_height,
+                             int *width, int *height);
+
+/* Step 1's resize: the input image (image_width x image_height, each side
+ * 1 .. SDC_MAX_IMAGE_SIDE) at the output size (*width x *height, checked
+ * with sdc_refiner_check), malloc'd into *out; a copy when the sizes
+ * agree. */
+sdc_status_t sdc_refiner_prepare_image(const sdc_refiner_t *r, const sdc_refiner_params_t *rp,
+                                       const uint8_t *rgb, int image_width, int image_height,
+                                       uint8_t **out, int *width, int *height, sdc_error_t *err);
+
+/* Steps 1-3 (the image already at the output size): image_latents (2 latent_channels x height/f x width/f, host)
  * of an RGB8 image (height x width x 3), posterior noise from seed. */
 sdc_status_t sdc_refiner_encode_image(sdc_refiner_t *r, const uint8_t *rgb, int width,
                                       int height, uint64_t seed, float *image_latents,
@@ -113,10 +152,11 @@ sdc_status_t sdc_refiner_run_latents(sdc_refiner_t *r, const sdc_refiner_params_
                                      uint8_t **rgb_out, float **latent_out,
                                      sdc_gen_timing_t *timing, sdc_error_t *err);
 
-/* The whole refiner on an RGB8 image (width x height, the output size):
- * steps 1-6. timing->vae_s counts encoding and decoding. */
+/* The whole refiner on an RGB8 image of image_width x image_height: steps
+ * 1-6; the output has sdc_refiner_output_size's size. timing->vae_s counts
+ * resizing, encoding and decoding. */
 sdc_status_t sdc_refiner_run(sdc_refiner_t *r, const sdc_refiner_params_t *rp, const uint8_t *rgb,
-                             int width, int height, const sdc_text_cond_t *pos,
+                             int image_width, int image_height, const sdc_text_cond_t *pos,
                              const sdc_text_cond_t *neg, sdc_progress_fn progress,
                              void *progress_ctx, uint8_t **rgb_out, float **latent_out,
                              sdc_gen_timing_t *timing, sdc_error_t *err);

@@ -1,7 +1,8 @@
 /*
- * text_encoder.c: encode_prompt of diffusers' HunyuanImagePipeline (see
- * text_encoder.h): the chat template, truncation, the LLM hidden state with
- * the template dropped, and the ByT5 glyph path.
+ * text_encoder.c: encode_prompt of diffusers' HunyuanImagePipeline and
+ * HunyuanImageRefinerPipeline (see text_encoder.h): the chat template,
+ * truncation, the LLM hidden state with the template dropped, and the ByT5
+ * glyph path. The two pipelines differ only in the profile's constants.
  *
  * The LLM runs on the valid tokens only: the reference pads to 1034 tokens
  * on the right, and with causal attention no valid token attends to a
@@ -28,7 +29,47 @@ const char sdc_text_template_prefix[] =
     "<|im_start|>user\n";
 const char sdc_text_template_suffix[] = "<|im_end|>";
 
+/* Llama-3 style headers: the Qwen2 tokenizer has no special tokens for
+ * them, so they are ordinary text to the BPE, as in the reference. */
+static const char refiner_template_prefix[] =
+    "<|start_header_id|>system<|end_header_id|>\n\nDescribe the image by detailing the color, "
+    "shape, size, texture, quantity, text, spatial relationships of the objects and "
+    "background:<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n";
+static const char refiner_template_suffix[] = "<|eot_id|>";
+
+const sdc_text_profile_t sdc_text_profile_base = {
+    .name = "base",
+    .template_prefix = sdc_text_template_prefix,
+    .template_suffix = sdc_text_template_suffix,
+    .drop_tokens = SDC_TEXT_DROP_TOKENS,
+    .max_tokens = SDC_TEXT_MAX_TOKENS,
+    .skip_layers = SDC_TEXT_SKIP_LAYERS,
+    .glyph = 1,
+};
+
+const sdc_text_profile_t sdc_text_profile_refiner = {
+    .name = "refiner",
+    .template_prefix = refiner_template_prefix,
+    .template_suffix = refiner_template_suffix,
+    .drop_tokens = SDC_TEXT_REFINER_DROP_TOKENS,
+    .max_tokens = SDC_TEXT_REFINER_MAX_TOKENS,
+    .skip_layers = SDC_TEXT_SKIP_LAYERS,
+    .glyph = 0,
+};
+
+static const sdc_text_profile_t *const profiles[] = {&sdc_text_profile_base,
+                                                     &sdc_text_profile_refiner};
+
+const sdc_text_profile_t *sdc_text_profile_find(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof(profiles) / sizeof(profiles[0]); i++)
+        if (strcmp(profiles[i]->name, name) == 0)
+            return profiles[i];
+    return NULL;
+}
+
 struct sdc_text_encoder {
+    const sdc_text_profile_t *prof;
     sdc_bpe_t *tok;
     sdc_qwen2_t *llm;
     sdc_byt5_tok_t *tok2; /* NULL with t5 when the DiT takes no ByT5 input */
@@ -140,11 +181,33 @@ sdc_status_t sdc_text_encoder_open(sdc_text_encoder_t **out, sdc_backend_t *be,
                                    const char *model_dir, int64_t text_embed_dim,
                                    int64_t text_embed_2_dim, sdc_error_t *err)
 {
+    return sdc_text_encoder_open_profile(out, be, model_dir, &sdc_text_profile_base,
+                                         text_embed_dim, text_embed_2_dim, err);
+}
+
+const sdc_text_profile_t *sdc_text_encoder_profile(const sdc_text_encoder_t *te)
+{
+    return te->prof;
+}
+
+sdc_status_t sdc_text_encoder_open_profile(sdc_text_encoder_t **out, sdc_backend_t *be,
+                                           const char *model_dir,
+                                           const sdc_text_profile_t *profile,
+                                           int64_t text_embed_dim, int64_t text_embed_2_dim,
+                                           sdc_error_t *err)
+{
     char path[4096];
     sdc_status_t st;
+    if (!profile)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "text encoder: no profile");
     if (text_embed_dim < 1 || text_embed_2_dim < 0)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "text encoder: bad widths %lld / %lld",
                              (long long)text_embed_dim, (long long)text_embed_2_dim);
+    if (!profile->glyph && text_embed_2_dim)
+        return sdc_error_set(err, SDC_ERR_UNSUPPORTED,
+                             "%s: the transformer takes a glyph (ByT5) input of width %lld, "
+                             "which the %s pipeline never feeds",
+                             model_dir, (long long)text_embed_2_dim, profile->name);
     st = check_components(model_dir, text_embed_2_dim > 0, err);
     if (st == SDC_OK)
         st = check_widths(model_dir, text_embed_dim, text_embed_2_dim, err);
@@ -153,12 +216,13 @@ sdc_status_t sdc_text_encoder_open(sdc_text_encoder_t **out, sdc_backend_t *be,
     sdc_text_encoder_t *te = calloc(1, sizeof(*te));
     if (!te)
         return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
+    te->prof = profile;
     te->dim = text_embed_dim;
     te->dim_2 = text_embed_2_dim;
     if ((st = sub_path(path, sizeof(path), model_dir, "tokenizer", err)) ||
         (st = sdc_bpe_load(path, &te->tok, err)) ||
         (st = sub_path(path, sizeof(path), model_dir, "text_encoder", err)) ||
-        (st = sdc_qwen2_load(&te->llm, be, path, SDC_TEXT_SKIP_LAYERS, err)))
+        (st = sdc_qwen2_load(&te->llm, be, path, profile->skip_layers, err)))
         goto err_free;
     if (text_embed_2_dim &&
         ((st = sub_path(path, sizeof(path), model_dir, "tokenizer_2", err)) ||
@@ -193,14 +257,15 @@ static sdc_status_t valid_text(const char *prompt, size_t len, const char **text
 static sdc_status_t tokenize_valid(sdc_text_encoder_t *te, const char *text, size_t len,
                                    int32_t **ids, size_t *n, sdc_error_t *err)
 {
-    size_t np = sizeof(sdc_text_template_prefix) - 1, ns = sizeof(sdc_text_template_suffix) - 1;
+    const char *prefix = te->prof->template_prefix, *suffix = te->prof->template_suffix;
+    size_t np = strlen(prefix), ns = strlen(suffix);
     char *buf = malloc(np + len + ns + 1);
     if (!buf)
         return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory for a %zu-byte prompt", len);
-    memcpy(buf, sdc_text_template_prefix, np);
+    memcpy(buf, prefix, np);
     if (len)
         memcpy(buf + np, text, len);
-    memcpy(buf + np + len, sdc_text_template_suffix, ns + 1);
+    memcpy(buf + np + len, suffix, ns + 1);
     sdc_status_t st = sdc_bpe_encode(te->tok, buf, np + len + ns, ids, n, err);
     free(buf);
     return st;
@@ -223,7 +288,8 @@ sdc_status_t sdc_text_encoder_tokenize(sdc_text_encoder_t *te, const char *promp
 static sdc_status_t encode_llm(sdc_text_encoder_t *te, const char *text, size_t len,
                                sdc_embeds_part_t *out, sdc_text_info_t *info, sdc_error_t *err)
 {
-    const int64_t D = te->dim, keep_max = SDC_TEXT_DROP_TOKENS + SDC_TEXT_MAX_TOKENS;
+    const int64_t D = te->dim, drop = te->prof->drop_tokens, max = te->prof->max_tokens;
+    const int64_t keep_max = drop + max;
     int32_t *ids = NULL;
     size_t n_total = 0;
     float *hidden = NULL;
@@ -231,13 +297,14 @@ static sdc_status_t encode_llm(sdc_text_encoder_t *te, const char *text, size_t 
     if (st != SDC_OK)
         return st;
     int64_t n_keep = (int64_t)n_total < keep_max ? (int64_t)n_total : keep_max;
-    int64_t n_valid = n_keep > SDC_TEXT_DROP_TOKENS ? n_keep - SDC_TEXT_DROP_TOKENS : 0;
+    int64_t n_valid = n_keep > drop ? n_keep - drop : 0;
     if ((int64_t)n_total > keep_max)
-        SDC_WARN("the prompt is %zu tokens long, more than the text encoder's %d: the last %zu "
-                 "are dropped",
-                 n_total - SDC_TEXT_DROP_TOKENS, SDC_TEXT_MAX_TOKENS, n_total - (size_t)keep_max);
-    out->embeds = calloc((size_t)(SDC_TEXT_MAX_TOKENS * D), sizeof(float));
-    out->mask = calloc(SDC_TEXT_MAX_TOKENS, 1);
+        SDC_WARN("the prompt is %zu tokens long, more than the %s text encoder's %lld: the last "
+                 "%zu are dropped",
+                 n_total - (size_t)drop, te->prof->name, (long long)max,
+                 n_total - (size_t)keep_max);
+    out->embeds = calloc((size_t)(max * D), sizeof(float));
+    out->mask = calloc((size_t)max, 1);
     hidden = malloc((size_t)(n_keep * D) * sizeof(float));
     if (!out->embeds || !out->mask || !hidden) {
         st = sdc_error_set(err, SDC_ERR_NOMEM, "out of memory encoding the prompt");
@@ -246,9 +313,9 @@ static sdc_status_t encode_llm(sdc_text_encoder_t *te, const char *text, size_t 
     st = sdc_qwen2_forward(te->llm, ids, n_keep, hidden, err);
     if (st != SDC_OK)
         goto out;
-    memcpy(out->embeds, hidden + SDC_TEXT_DROP_TOKENS * D, (size_t)(n_valid * D) * sizeof(float));
+    memcpy(out->embeds, hidden + drop * D, (size_t)(n_valid * D) * sizeof(float));
     memset(out->mask, 1, (size_t)n_valid);
-    out->n = SDC_TEXT_MAX_TOKENS;
+    out->n = max;
     out->dim = D;
     if (info) {
         info->n_tokens = n_total;

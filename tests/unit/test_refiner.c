@@ -5,7 +5,11 @@
  * Philox draws, the conditioning latents, every DiT prediction and step,
  * the decoder input and output, the bytes; the one-call API equal to the
  * steps; the 3-D patch / RoPE config; and the errors (wrong model class,
- * sizes, strength).
+ * sizes, strength). The refiner's own text encoding (refiner_text: the
+ * token ids and encode_prompt's embeddings of bilingual, quoted, empty,
+ * boundary, truncated and invalid-UTF-8 prompts) and a prompt -> refined
+ * image run from an image half the output size (refiner_e2e_64x96: the
+ * Lanczos resize, the embeddings, every step, the bytes).
  */
 #include <math.h>
 #include <stdint.h>
@@ -19,6 +23,7 @@
 #include "common/philox.h"
 #include "model/embeds.h"
 #include "model/refiner.h"
+#include "model/text_encoder.h"
 
 #define GOLDEN "refiner_pipeline_64x96.safetensors"
 
@@ -359,10 +364,233 @@ static void test_errors(void)
     sdc_backend_destroy(be);
 }
 
+/* "<case>.<what>" of the refiner_text golden. */
+static float *text_tensor(const sdc_st_file_t *g, const char *c, const char *what, int64_t *n)
+{
+    char name[128];
+    int nd = 0;
+    int64_t shape[8];
+    snprintf(name, sizeof(name), "%s.%s", c, what);
+    float *t = golden_f32(g, name, &nd, shape);
+    if (t && n) *n = sdc_shape_numel(nd, shape);
+    return t;
+}
+
+static void test_text_golden(void)
+{
+    static const char *cases[] = {"en_plain", "zh_plain", "en_double_quotes", "zh_chinese_quotes",
+                                  "empty", "template_tokens_in_text", "tokens_292", "tokens_293",
+                                  "long_truncated", "invalid_utf8"};
+    char dir[1024];
+    sdc_error_t err = {0};
+    sdc_st_file_t g;
+    sdc_text_encoder_t *te = NULL;
+    sdc_backend_t *be = make_backend();
+    double worst_all = 0;
+    model_dir(dir, sizeof(dir), "tiny-hunyuanimage-refiner");
+    if (!be || golden_open(&g, "refiner_text.safetensors") != 0) {
+        CHECK(0);
+        if (be) sdc_backend_destroy(be);
+        return;
+    }
+    CHECK(sdc_text_profile_find("refiner") == &sdc_text_profile_refiner);
+    CHECK(sdc_text_profile_find("base") == &sdc_text_profile_base);
+    CHECK(sdc_text_profile_find("nope") == NULL && sdc_text_profile_find(NULL) == NULL);
+    if (sdc_text_encoder_open_profile(&te, be, dir, &sdc_text_profile_refiner, 16, 0, &err) !=
+        SDC_OK) {
+        CHECK_MSG(0, "%s", err.msg);
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t nb = 0, nid = 0, ne = 0, nm = 0;
+        float *pb = text_tensor(&g, cases[i], "prompt_bytes", &nb);
+        float *ids_ref = text_tensor(&g, cases[i], "input_ids", &nid);
+        float *emb_ref = text_tensor(&g, cases[i], "prompt_embeds", &ne);
+        float *mask_ref = text_tensor(&g, cases[i], "prompt_embeds_mask", &nm);
+        char *prompt = malloc((size_t)nb + 1);
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        sdc_embeds_part_t part = {0};
+        sdc_text_info_t info;
+        CHECK(pb && ids_ref && emb_ref && mask_ref && prompt && nm == 256 && ne == 256 * 16);
+        if (!pb || !ids_ref || !emb_ref || !mask_ref || !prompt || nm != 256 || ne != 256 * 16)
+            goto next;
+        for (int64_t k = 0; k < nb; k++) prompt[k] = (char)(uint8_t)pb[k];
+        /* Token ids: the templated prompt, then the reference's cut at 292. */
+        CHECK_EQ_INT(sdc_text_encoder_tokenize(te, prompt, (size_t)nb, &ids, &n_ids, &err), SDC_OK);
+        char nname[128];
+        snprintf(nname, sizeof(nname), "%s.n_tokens", cases[i]);
+        CHECK_EQ_INT(n_ids, golden_i64(&g, nname, -1));
+        for (size_t k = 0; ids && k < n_ids && k < (size_t)nid; k++)
+            if (ids[k] != (int32_t)ids_ref[k]) {
+                CHECK_MSG(0, "%s: token %zu is %d, reference %d", cases[i], k, ids[k],
+                          (int)ids_ref[k]);
+                break;
+            }
+        CHECK_EQ_INT(sdc_text_encoder_encode(te, prompt, (size_t)nb, &part, &info, &err), SDC_OK);
+        if (!part.embeds) goto next;
+        CHECK(part.n == 256 && part.dim == 16 && !part.embeds_2 && !part.mask_2);
+        int64_t valid = 0;
+        for (int64_t k = 0; k < 256; k++) {
+            CHECK(part.mask[k] == (mask_ref[k] != 0));
+            valid += part.mask[k];
+        }
+        CHECK_EQ_INT(info.n_valid, valid);
+        CHECK_EQ_INT(info.truncated, info.n_tokens > 292);
+        /* Valid rows against the reference; padded rows are zeros here. */
+        double w = worst_rel(part.embeds, emb_ref, valid * 16);
+        CHECK(test_close(cases[i], part.embeds, emb_ref, (long)(valid * 16), 1e-4));
+        for (int64_t k = valid * 16; k < 256 * 16; k++) CHECK(part.embeds[k] == 0.0f);
+        fprintf(stderr, "  refiner text %s: %zu tokens, %lld valid, max rel err %.3g\n", cases[i],
+                info.n_tokens, (long long)valid, w);
+        if (w > worst_all) worst_all = w;
+    next:
+        free(ids);
+        free(part.embeds);
+        free(part.mask);
+        free(prompt);
+        free(pb);
+        free(ids_ref);
+        free(emb_ref);
+        free(mask_ref);
+    }
+    fprintf(stderr, "  refiner text: worst max rel err %.3g\n", worst_all);
+out:
+    sdc_text_encoder_free(te);
+    sdc_st_close(&g);
+    sdc_backend_destroy(be);
+}
+
+/* Prompt -> refined image: the public path sdc-generate takes. */
+static void test_e2e_prompt_resize(void)
+{
+    char dir[1024];
+    sdc_error_t err = {0};
+    sdc_st_file_t g;
+    sdc_embeds_t emb;
+    int have_emb = 0;
+    sdc_refiner_t *r = NULL;
+    uint8_t *img = NULL, *resized = NULL, *rgb = NULL;
+    float *u8 = NULL, *ref = NULL, *pb = NULL, *latent = NULL;
+    char *prompt = NULL;
+    sdc_backend_t *be = make_backend();
+    model_dir(dir, sizeof(dir), "tiny-hunyuanimage-refiner");
+    if (!be || golden_open(&g, "refiner_e2e_64x96.safetensors") != 0) {
+        CHECK(0);
+        if (be) sdc_backend_destroy(be);
+        return;
+    }
+    int nd = 0;
+    int64_t shape[8], pshape[8];
+    pb = golden_f32(&g, "prompt_bytes", &nd, pshape);
+    u8 = golden_f32(&g, "image_u8", &nd, shape);
+    if (!pb || !u8) {
+        CHECK(0);
+        goto out;
+    }
+    int iw = (int)shape[1], ih = (int)shape[0];
+    int64_t nb = pshape[0];
+    prompt = malloc((size_t)nb + 1);
+    img = malloc((size_t)(3 * iw * ih));
+    for (int64_t k = 0; k < nb; k++) prompt[k] = (char)(uint8_t)pb[k];
+    for (int64_t k = 0; k < 3 * iw * ih; k++) img[k] = (uint8_t)u8[k];
+
+    sdc_refiner_params_t rp;
+    sdc_refiner_params_default(&rp);
+    rp.seed = (uint64_t)golden_i64(&g, "seed", 0);
+    rp.steps = (int)golden_i64(&g, "steps", 0);
+    rp.width = (int)golden_i64(&g, "width", 0);
+    rp.height = (int)golden_i64(&g, "height", 0);
+    CHECK(rp.width == 2 * iw && rp.height == 2 * ih);
+
+    /* Step 0 before the refiner is opened. */
+    CHECK_EQ_INT(sdc_refiner_encode_prompt(be, dir, prompt, (size_t)nb, NULL, 0, rp.steps, &emb,
+                                           NULL, &err),
+                 SDC_OK);
+    have_emb = err.code == SDC_OK;
+    if (!have_emb) goto out;
+    CHECK(!emb.has_neg); /* no guider: the pipeline encodes no negative prompt */
+    /* Valid rows only: transformers leaves values in padded rows, sdc zeros. */
+    int64_t valid = 0;
+    for (int64_t k = 0; k < emb.pos.n; k++) valid += emb.pos.mask[k];
+    ref = golden_f32(&g, "prompt_embeds", NULL, NULL);
+    float *mref = golden_f32(&g, "prompt_embeds_mask", NULL, NULL);
+    int64_t vref = 0;
+    for (int64_t k = 0; mref && k < 256; k++) vref += mref[k] != 0;
+    free(mref);
+    CHECK(emb.pos.n == 256 && valid == vref && valid > 0);
+    if (ref) {
+        CHECK(test_close("e2e prompt_embeds", emb.pos.embeds, ref, (long)(valid * 16), 1e-4));
+        fprintf(stderr, "  refiner e2e prompt_embeds (%lld valid rows): max rel err %.3g\n",
+                (long long)valid, worst_rel(emb.pos.embeds, ref, valid * 16));
+    }
+    free(ref);
+    ref = NULL;
+
+    CHECK_EQ_INT(sdc_refiner_open(&r, be, dir, &err), SDC_OK);
+    if (!r) goto out;
+    int ow = 0, oh = 0;
+    CHECK_EQ_INT(sdc_refiner_prepare_image(r, &rp, img, iw, ih, &resized, &ow, &oh, &err), SDC_OK);
+    ref = golden_f32(&g, "resized_u8", NULL, NULL);
+    CHECK(resized && ref && ow == rp.width && oh == rp.height);
+    for (int64_t k = 0; resized && ref && k < 3 * (int64_t)ow * oh; k++)
+        if (resized[k] != (uint8_t)ref[k]) {
+            CHECK_MSG(0, "resized byte %lld is %d, PIL's %d", (long long)k, resized[k],
+                      (int)ref[k]);
+            break;
+        }
+    free(ref);
+    ref = NULL;
+
+    sdc_text_cond_t pos;
+    sdc_embeds_cond(&emb.pos, &pos);
+    sdc_gen_timing_t t;
+    CHECK_EQ_INT(sdc_refiner_run(r, &rp, img, iw, ih, &pos, NULL, NULL, NULL, &rgb, &latent, &t,
+                                 &err),
+                 SDC_OK);
+    if (!rgb) goto out;
+    compare(&g, "latents_3", latent, 16 * (oh / 8) * (ow / 8), 1e-4);
+    ref = golden_f32(&g, "out_u8", NULL, NULL);
+    if (ref) check_bytes(rgb, ref, 3 * (int64_t)ow * oh);
+
+    /* Output sizes the refiner cannot take are refused before any work. */
+    uint8_t *bad = NULL;
+    rp.width = 60;
+    CHECK_EQ_INT(sdc_refiner_prepare_image(r, &rp, img, iw, ih, &bad, &ow, &oh, &err),
+                 SDC_ERR_INVALID_ARG);
+    CHECK(bad == NULL && strstr(err.msg, "not a multiple of") != NULL);
+    rp.width = 1 << 20;
+    CHECK_EQ_INT(sdc_refiner_prepare_image(r, &rp, img, iw, ih, &bad, &ow, &oh, &err),
+                 SDC_ERR_RANGE);
+    rp.width = 0;
+    CHECK_EQ_INT(sdc_refiner_prepare_image(r, &rp, img, 0, ih, &bad, &ow, &oh, &err),
+                 SDC_ERR_RANGE);
+    /* A base model directory has no refiner text encoder. */
+    sdc_embeds_t e2;
+    model_dir(dir, sizeof(dir), "tiny-hunyuanimage-text");
+    CHECK_EQ_INT(sdc_refiner_encode_prompt(be, dir, "x", 1, NULL, 0, 4, &e2, NULL, &err),
+                 SDC_ERR_UNSUPPORTED);
+out:
+    if (have_emb) sdc_embeds_free(&emb);
+    sdc_refiner_free(r);
+    free(img);
+    free(resized);
+    free(rgb);
+    free(u8);
+    free(ref);
+    free(pb);
+    free(latent);
+    free(prompt);
+    sdc_st_close(&g);
+    sdc_backend_destroy(be);
+}
+
 int main(void)
 {
     RUN(test_dit_config_3d);
     RUN(test_golden_pipeline);
     RUN(test_errors);
+    RUN(test_text_golden);
+    RUN(test_e2e_prompt_resize);
     TEST_EXIT();
 }
