@@ -5,7 +5,7 @@
 set -euo pipefail
 PKGS=(build-essential pkg-config libpng-dev libjpeg62-turbo-dev libcjson-dev libpcre2-dev libutf8proc-dev
       libucx-dev ucx-utils libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
-      libopenmpi-dev openmpi-bin redis-server libmicrohttpd-dev libcurl4-openssl-dev jq)
+      libopenmpi-dev openmpi-bin redis-server libmicrohttpd-dev libcurl4-openssl-dev jq shellcheck)
 [ "${1:-}" = fuzz ] && PKGS+=(clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do
