@@ -314,8 +314,9 @@ static int parse_args(int argc, char **argv, cli_t *c)
         return EXIT_USAGE;
     }
     if (!http) {
+        const char *env = getenv(URL_ENV);
         if (!c->redis)
-            c->redis = DEFAULT_REDIS;
+            c->redis = env && *env ? env : DEFAULT_REDIS;
         sdc_redis_url_t u;
         sdc_error_t err = {0};
         if (sdc_redis_url_parse(c->redis, &u, &err) != SDC_OK) {
@@ -516,8 +517,6 @@ int main(int argc, char **argv)
         .poll_ms = 100,
         .fetch = 1,
     };
-    const char *env_url = getenv(URL_ENV);
-    c.redis = env_url && *env_url ? env_url : NULL;
     sdc_log_set_level(SDC_LOG_WARN);
     sdc_log_init_from_env();
     int rc = parse_args(argc, argv, &c);

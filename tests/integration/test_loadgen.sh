@@ -71,7 +71,7 @@ expect token_file_bad 1 "outside visible ASCII" -- \
 
 # A gateway that is not there: every send fails as "connect", exit 3.
 printf 'secret-token\n' >"$T/token"
-expect http_unreachable 3 "" -- "$LG" --rate 200 -n 3 -q --target http://127.0.0.1:1/ \
+expect http_unreachable 3 "" -- env SDC_REDIS_URL=redis://127.0.0.1:1 "$LG" --rate 200 -n 3 -q --target http://127.0.0.1:1/ \
     --token-file "$T/token" --json "$T/http.json"
 if [ "$(jq '.phases[0].offered, .phases[0].done, .phases[0].errors.connect' "$T/http.json" 2>&1 |
         tr '\n' ' ')" = "3 0 3 " ]; then
