@@ -309,6 +309,12 @@ static int parse_args(int argc, char **argv, cli_t *c)
         fprintf(stderr, PROG ": --redis and --prefix apply to --target redis only\n");
         return EXIT_USAGE;
     }
+    /* Job seeds are seed + index; JSON numbers are exact up to 2^53. */
+    if (http && c->seed > ((uint64_t)1 << 53) - 1 - 10000000) {
+        fprintf(stderr, PROG ": --seed: over HTTP seeds must stay below 2^53 - 10^7 (JSON "
+                        "numbers)\n");
+        return EXIT_USAGE;
+    }
     if (!http && c->token_file) {
         fprintf(stderr, PROG ": --token-file applies to an HTTP target only\n");
         return EXIT_USAGE;

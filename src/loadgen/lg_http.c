@@ -398,8 +398,8 @@ static char *request_json(const sdc_lg_request_t *rq)
         snprintf(size, sizeof(size), "%dx%d", rq->width, rq->height);
         ok = cJSON_AddStringToObject(o, "size", size) != NULL;
     }
-    /* Seeds past 2^53 would lose bits in a JSON number. */
-    if (ok) ok = cJSON_AddNumberToObject(o, "seed", (double)(rq->seed & (((uint64_t)1 << 53) - 1))) != NULL;
+    /* sdc-loadgen keeps HTTP seeds below 2^53, exact in a JSON number. */
+    if (ok) ok = cJSON_AddNumberToObject(o, "seed", (double)rq->seed) != NULL;
     if (ok) ok = cJSON_AddNumberToObject(o, "steps", rq->steps) != NULL;
     if (ok && rq->has_guidance)
         ok = cJSON_AddNumberToObject(o, "guidance_scale", rq->guidance) != NULL;
@@ -547,6 +547,14 @@ sdc_status_t sdc_lg_http_open(sdc_lg_target_t *t, const char *base_url, const ch
     }
     if ((st = check_base(base_url, c->base, sizeof(c->base), err)) != SDC_OK)
         goto err_free;
+    /* A token with a line break would inject headers. */
+    for (const char *p = token; p && *p; p++)
+        if (*p < 0x21 || *p > 0x7e || p - token > 4096) {
+            st = sdc_error_set(err, SDC_ERR_INVALID_ARG, "the bearer token has a character "
+                               "outside visible ASCII at byte %zu, or is over 4096 bytes",
+                               (size_t)(p - token));
+            goto err_free;
+        }
     c->timeout_ms = (long)(timeout_s * 1000);
     if (!(c->curl = curl_easy_init())) {
         st = sdc_error_set(err, SDC_ERR_IO, "libcurl: no easy handle");

@@ -69,6 +69,11 @@ printf 'two words\n' >"$T/token"
 expect token_file_bad 1 "outside visible ASCII" -- \
     "$LG" -c 1 -n 1 --target http://127.0.0.1:1 --token-file "$T/token"
 
+expect token_env_bad 1 "bearer token has a character outside visible ASCII at byte 1" -- \
+    env SDC_GATEWAY_TOKEN=$'a\nX-Injected: 1' "$LG" -c 1 -n 1 --target http://127.0.0.1:1
+expect http_seed_too_big 2 "below 2\\^53" -- "$LG" -c 1 -n 1 --target http://127.0.0.1:1 \
+    --seed 9007199254740000
+
 # A gateway that is not there: every send fails as "connect", exit 3.
 printf 'secret-token\n' >"$T/token"
 expect http_unreachable 3 "" -- env SDC_REDIS_URL=redis://127.0.0.1:1 "$LG" --rate 200 -n 3 -q --target http://127.0.0.1:1/ \
