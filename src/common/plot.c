@@ -262,6 +262,7 @@ sdc_status_t sdc_plot_render(const sdc_plot_t *p, uint8_t **out, int *ow, int *o
             sdc_plot_text(c.rgb, w, h, right - sdc_plot_text_width(hl->label, 1), PY(hl->y) - 10,
                           hl->label, 1, 0, hl->rgb);
     }
+    int legend_w = 0;
     for (size_t s = 0; s < p->n_series; s++) {
         const sdc_plot_series_t *sr = &p->series[s];
         for (size_t i = 0; i < p->n; i++) {
@@ -272,11 +273,23 @@ sdc_status_t sdc_plot_render(const sdc_plot_t *p, uint8_t **out, int *ow, int *o
             if (i + 1 < p->n && !isnan(sr->y[i + 1]))
                 line(&c, x, y, PX(p->x[i + 1]), PY(sr->y[i + 1]), 2, 0, sr->rgb);
         }
-        /* Legend: a swatch and the label, one row per series. */
-        int ly = top + 8 + (int)s * 14;
-        fill(&c, left + 10, ly, left + 24, ly + 6, sr->rgb);
+        if (sr->label && sdc_plot_text_width(sr->label, 1) > legend_w)
+            legend_w = sdc_plot_text_width(sr->label, 1);
+    }
+    /* Legend on a framed white box over the lines: a swatch and the label,
+     * one row per series. */
+    int lx = left + 8, ly0 = top + 6, lh = (int)p->n_series * 14 + 6;
+    fill(&c, lx, ly0, lx + 30 + legend_w + 6, ly0 + lh, white);
+    line(&c, lx, ly0, lx + 30 + legend_w + 6, ly0, 1, 0, grid);
+    line(&c, lx, ly0 + lh, lx + 30 + legend_w + 6, ly0 + lh, 1, 0, grid);
+    line(&c, lx, ly0, lx, ly0 + lh, 1, 0, grid);
+    line(&c, lx + 30 + legend_w + 6, ly0, lx + 30 + legend_w + 6, ly0 + lh, 1, 0, grid);
+    for (size_t s = 0; s < p->n_series; s++) {
+        const sdc_plot_series_t *sr = &p->series[s];
+        int ly = ly0 + 6 + (int)s * 14;
+        fill(&c, lx + 6, ly, lx + 20, ly + 6, sr->rgb);
         if (sr->label)
-            sdc_plot_text(c.rgb, w, h, left + 30, ly, sr->label, 1, 0, black);
+            sdc_plot_text(c.rgb, w, h, lx + 26, ly, sr->label, 1, 0, black);
     }
 #undef PX
 #undef PY
