@@ -25,13 +25,15 @@ typedef struct {
     int64_t offset_ms; /* Redis minus local */
 } redis_ctx_t;
 
-/* A Redis failure: the connection (after the client's own retries) or a
- * refusal of the request. */
-static sdc_status_t fail(sdc_lg_fault_t *f, sdc_status_t st)
+/* A Redis failure: the connection (after the client's own retries); when
+ * submitting, a refused job; when reading, a job that is gone or a job
+ * hash that does not read. */
+static sdc_status_t fail(sdc_lg_fault_t *f, sdc_status_t st, int reading)
 {
-    f->kind = st == SDC_ERR_IO ? SDC_LG_ERR_CONNECT
-            : st == SDC_ERR_NOT_FOUND ? SDC_LG_ERR_JOB_LOST
-            : SDC_LG_ERR_REJECTED;
+    f->kind = st == SDC_ERR_IO               ? SDC_LG_ERR_CONNECT
+              : !reading                     ? SDC_LG_ERR_REJECTED
+              : st == SDC_ERR_NOT_FOUND      ? SDC_LG_ERR_JOB_LOST
+                                             : SDC_LG_ERR_PROTOCOL;
     return st;
 }
 
@@ -72,7 +74,7 @@ static sdc_status_t redis_submit(sdc_lg_target_t *t, const sdc_lg_request_t *rq,
     sdc_job_params_init(&p);
     sdc_status_t st = sdc_job_id_new(p.id, err);
     if (st != SDC_OK)
-        return fail(f, st);
+        return fail(f, st, 0);
     p.prompt = strdup(rq->prompt);
     p.negative_prompt = rq->negative_prompt ? strdup(rq->negative_prompt) : NULL;
     if (!p.prompt || (rq->negative_prompt && !p.negative_prompt)) {
@@ -90,7 +92,7 @@ static sdc_status_t redis_submit(sdc_lg_target_t *t, const sdc_lg_request_t *rq,
     if (st == SDC_OK)
         memcpy(id, p.id, sizeof(p.id));
     sdc_job_params_free(&p);
-    return st == SDC_OK ? SDC_OK : fail(f, st);
+    return st == SDC_OK ? SDC_OK : fail(f, st, 0);
 }
 
 static int64_t to_local(const redis_ctx_t *c, int64_t server_ms)
@@ -105,7 +107,7 @@ static sdc_status_t redis_poll(sdc_lg_target_t *t, const char *id, sdc_lg_status
     sdc_job_status_t js;
     sdc_status_t st = sdc_job_get(&c->q, id, &js, err);
     if (st != SDC_OK)
-        return fail(f, st);
+        return fail(f, st, 1);
     memset(s, 0, sizeof(*s));
     s->state = (int)js.state;
     s->attempt = js.attempt;
