@@ -90,7 +90,7 @@ FUZZ_TIME ?= 180
 
 .PHONY: all deps test unit asan bench demo clean fuzz fuzz-build
 # Generated sources are kept even when only a pattern rule mentions them.
-.SECONDARY: $(PROTO_C) $(PROTO_H)
+.SECONDARY: $(PROTO_C) $(PROTO_H) $(FUZZERS:$(BUILD)/%=$(BUILD)/obj/fuzz/%.o)
 all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES) $(GPU_TESTS)
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
