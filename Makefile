@@ -5,13 +5,25 @@
 #   make asan       the unit tests under ASan + UBSan (same as make test SANITIZE=1)
 #   make demo       deps + build + generate images into demo-out/
 #   make bench      benchmarks (results under bench/results/)
+#   make fuzz       libFuzzer targets fuzz/fuzz_*.c, built with clang into build-fuzz/,
+#                   each run FUZZ_TIME seconds (not part of make test)
 #   make clean
 #   make CUDA=0     build without the CUDA backend (default: on when nvcc is found)
 
 CC      ?= cc
 SANITIZE ?= 0
+FUZZ    ?= 0
 BUILD   ?= build
-ifeq ($(SANITIZE),1)
+ifeq ($(FUZZ),1)
+# libFuzzer: the whole library built by clang with coverage, ASan and UBSan;
+# only the fuzz targets link libFuzzer's main (-fsanitize=fuzzer below).
+BUILD   := build-fuzz
+CC      := clang
+SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
+OPT     := -O1
+override CUDA := 0
+else ifeq ($(SANITIZE),1)
 BUILD   := build-asan
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 OPT     := -O1
@@ -24,7 +36,7 @@ CFLAGS  ?= $(OPT) -g
 GEN     := $(BUILD)/gen
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -pthread -Isrc -I$(GEN) $(SANFLAGS)
 LDFLAGS += -fopenmp -pthread $(SANFLAGS)
-LDLIBS  += -lucp -lucs -lhiredis -lprotobuf-c -lpng -ljpeg -lcjson -lpcre2-8 -lutf8proc -lmicrohttpd -lm
+LDLIBS  += -lucp -lucs -lhiredis -lprotobuf-c -lpng -ljpeg -lcjson -lpcre2-8 -lutf8proc -lmicrohttpd -lcurl -lm
 
 # The CUDA backend (src/backend/*.cu) is built when nvcc is found: on PATH or
 # in /usr/local/cuda. ASan builds leave it out by default (the CUDA runtime
@@ -46,7 +58,7 @@ NVFLAGS ?= -O3 -g
 NVFLAGS += -std=c++20 $(CUDA_ARCH) -Isrc -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
 
 LIB_SRC := $(wildcard src/common/*.c) $(wildcard src/backend/*.c) $(wildcard src/model/*.c) \
-           $(wildcard src/cluster/*.c)
+           $(wildcard src/cluster/*.c) $(wildcard src/loadgen/*.c)
 # protoc-c output is generated into $(GEN), never committed.
 PROTOS  := $(wildcard proto/*.proto)
 PROTO_C := $(PROTOS:proto/%.proto=$(GEN)/%.pb-c.c)
@@ -71,8 +83,14 @@ BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # GPU tests: built always, run by tests/gpu/run.sh only (not by make test).
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TESTS := $(patsubst tests/gpu/%.c,$(BUILD)/tests-gpu/%,$(GPU_TEST_SRC))
+# Fuzz targets: every fuzz/fuzz_NAME.c becomes build-fuzz/fuzz_NAME (make fuzz).
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZERS := $(patsubst fuzz/%.c,$(BUILD)/%,$(FUZZ_SRC))
+FUZZ_TIME ?= 180
 
-.PHONY: all deps test unit asan bench demo clean
+.PHONY: all deps test unit asan bench demo clean fuzz fuzz-build
+# Generated sources are kept even when only a pattern rule mentions them.
+.SECONDARY: $(PROTO_C) $(PROTO_H) $(FUZZERS:$(BUILD)/%=$(BUILD)/obj/fuzz/%.o)
 all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES) $(GPU_TESTS)
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
@@ -124,6 +142,10 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
+$(BUILD)/fuzz_%: $(BUILD)/obj/fuzz/fuzz_%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $< $(LIB) $(LDLIBS) -o $@
+
 deps:
 	@tools/deps.sh
 
@@ -146,8 +168,16 @@ bench:
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
 
+fuzz-build: $(FUZZERS)
+
+fuzz:
+	@tools/deps.sh --fuzz
+	@$(MAKE) --no-print-directory FUZZ=1 fuzz-build
+	@FUZZ_TIME=$(FUZZ_TIME) FUZZ_MERGE=$(FUZZ_MERGE) fuzz/run.sh
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(UNITS:$(BUILD)/tests/%=$(BUILD)/obj/tests/unit/%.d) $(TOOLS:$(BUILD)/bin/%=$(BUILD)/obj/tools/%.d) \
-         $(GPU_TESTS:$(BUILD)/tests-gpu/%=$(BUILD)/obj/tests/gpu/%.d)
+         $(GPU_TESTS:$(BUILD)/tests-gpu/%=$(BUILD)/obj/tests/gpu/%.d) \
+         $(FUZZERS:$(BUILD)/%=$(BUILD)/obj/fuzz/%.d)

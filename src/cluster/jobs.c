@@ -1563,6 +1563,11 @@ static sdc_status_t status_field(sdc_job_status_t *s, const char *id, const redi
         st = field_int(v, id, "created_ms", 0, INT64_MAX, &s->created_ms, err);
     } else if (reply_is(name, "updated_ms")) {
         st = field_int(v, id, "updated_ms", 0, INT64_MAX, &s->updated_ms, err);
+    } else if (v->len > 0 && name->len > 3 && memcmp(name->str + name->len - 3, "_ms", 3) == 0 &&
+               sdc_job_state_parse(name->str, name->len - 3) >= 0) {
+        int state = sdc_job_state_parse(name->str, name->len - 3);
+        st = field_int(v, id, sdc_job_state_name((sdc_job_state_t)state), 0, INT64_MAX,
+                       &s->state_ms[state], err);
     } else if (reply_is(name, "entry")) {
         copy_str(v, s->entry_id, sizeof(s->entry_id));
     } else if (reply_is(name, "owner")) {

@@ -286,6 +286,10 @@ typedef struct {
     int64_t step, steps;
     int pipeline; /* -1: none */
     int64_t created_ms, updated_ms;
+    /* When the job last entered each state (<state>_ms in the hash: Redis'
+     * clock, except queued of attempt 1, which is created_ms, the
+     * submitter's clock); 0 when it never did. */
+    int64_t state_ms[SDC_JOB_STATE_COUNT];
     char entry_id[SDC_STREAM_ID_MAX + 1]; /* "" when none */
     char owner[SDC_JOB_ID_MAX + 1];
     char error[SDC_JOB_REASON_MAX + 1];

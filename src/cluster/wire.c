@@ -783,6 +783,39 @@ static sdc_status_t check_envelope(check_ctx_t *c, const Sdc__Envelope *env)
     return wire_types[c->msg->type].check(c, env);
 }
 
+/* protobuf-c accepts field number 0 when its tag is spelt in more than one
+ * byte (0x82 0x00) and keeps it as an unknown field; packed again it becomes
+ * 0x02, which protobuf-c itself refuses. Field 0 is not valid protobuf: find
+ * it anywhere in the message tree so that what we accept also re-encodes. */
+static const ProtobufCMessage *find_field_zero(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return m;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned f = 0; f < d->n_fields; f++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[f];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m;
+        if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF &&
+            *(const uint32_t *)(base + fd->quantifier_offset) != fd->id)
+            continue;
+        const ProtobufCMessage *const *subs = (const ProtobufCMessage *const *)(base + fd->offset);
+        size_t n = 1;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)(base + fd->quantifier_offset);
+            subs = *(const ProtobufCMessage *const *const *)(base + fd->offset);
+        }
+        for (size_t k = 0; k < n; k++) {
+            const ProtobufCMessage *bad = subs[k] ? find_field_zero(subs[k]) : NULL;
+            if (bad)
+                return bad;
+        }
+    }
+    return NULL;
+}
+
 sdc_status_t sdc_wire_decode(const void *buf, size_t len, size_t payload_len,
                              const sdc_wire_limits_t *lim, sdc_wire_job_fn job, void *job_arg,
                              sdc_wire_msg_t *msg, sdc_error_t *err)
@@ -797,7 +830,10 @@ sdc_status_t sdc_wire_decode(const void *buf, size_t len, size_t payload_len,
     if (!env)
         return reject(&c, SDC_WIRE_FAULT_PARSE, "envelope of %zu bytes is not valid protobuf",
                       len - SDC_WIRE_FRAME_BYTES);
-    sdc_status_t st = check_envelope(&c, env);
+    const ProtobufCMessage *zero = find_field_zero(&env->base);
+    sdc_status_t st = zero ? reject(&c, SDC_WIRE_FAULT_PARSE, "%s carries field number 0 "
+                                    "(not valid protobuf)", zero->descriptor->short_name)
+                           : check_envelope(&c, env);
     if (st != SDC_OK) {
         sdc__envelope__free_unpacked(env, NULL);
         msg->live = 0;

@@ -900,6 +900,12 @@ static void test_round_trip(void)
 
     CHECK_EQ_INT(sdc_job_get(&q, "rt-1", &s, &err), SDC_OK);
     CHECK(s.state == SDC_JOB_DONE && s.has_result && s.step == 3);
+    /* Each state's entry time, in order; never-entered states stay 0. */
+    CHECK(s.state_ms[SDC_JOB_QUEUED] == s.created_ms);
+    CHECK(s.state_ms[SDC_JOB_ENCODING] > 0 && s.state_ms[SDC_JOB_ENCODING] <= s.state_ms[SDC_JOB_DENOISING]);
+    CHECK(s.state_ms[SDC_JOB_DENOISING] <= s.state_ms[SDC_JOB_DECODING]);
+    CHECK(s.state_ms[SDC_JOB_DECODING] <= s.state_ms[SDC_JOB_DONE]);
+    CHECK(s.state_ms[SDC_JOB_DONE] == s.updated_ms && s.state_ms[SDC_JOB_FAILED] == 0);
     unsigned char *png = NULL;
     size_t len = 0;
     CHECK_EQ_INT(sdc_job_result_get(&q, "rt-1", &png, &len, &err), SDC_OK);

@@ -934,6 +934,64 @@ static void test_encode_errors(void)
     CHECK(msg.env == NULL);
 }
 
+/* Frames env_bytes (a raw Envelope) with a correct CRC into frame. */
+static size_t frame_raw(const uint8_t *env_bytes, size_t n, uint8_t *frame)
+{
+    memcpy(frame, "SDCF", 4);
+    uint32_t crc = sdc_wire_crc32c(0, env_bytes, n);
+    for (int i = 0; i < 4; i++) {
+        frame[4 + i] = (uint8_t)(n >> (8 * i));
+        frame[8 + i] = (uint8_t)(crc >> (8 * i));
+    }
+    memcpy(frame + SDC_WIRE_FRAME_BYTES, env_bytes, n);
+    return n + SDC_WIRE_FRAME_BYTES;
+}
+
+/* Field number 0 spelt as a two-byte tag (0x82 0x00): protobuf-c parses it
+ * as an unknown field but cannot parse its own re-encoding of it. Found by
+ * fuzz/fuzz_wire.c; it must be rejected at the top level and nested. */
+static void test_field_number_zero(void)
+{
+    sdc_wire_limits_t lim = test_limits();
+    uint8_t env_bytes[256], frame[512];
+    Sdc__Envelope env;
+    Sdc__Shutdown sh = SDC__SHUTDOWN__INIT;
+    sh.reason = "done";
+    sdc_wire_envelope_init(&env, "coordinator-0");
+    env.msg_case = SDC__ENVELOPE__MSG_SHUTDOWN;
+    env.shutdown = &sh;
+    size_t n = sdc__envelope__pack(&env, env_bytes);
+    /* Top level: an extra length-delimited field 0 of 2 bytes. */
+    static const uint8_t zero_field[] = {0x82, 0x00, 0x02, 'h', 'i'};
+    memcpy(env_bytes + n, zero_field, sizeof(zero_field));
+    size_t len = frame_raw(env_bytes, n + sizeof(zero_field), frame);
+    EXPECT_FAULT(frame, len, 0, &lim, SDC_WIRE_FAULT_PARSE);
+    sdc_wire_msg_t msg;
+    sdc_error_t err = {0};
+    sdc_wire_decode(frame, len, 0, &lim, job_table, NULL, &msg, &err);
+    CHECK_MSG(strstr(err.msg, "field number 0") != NULL, "%s", err.msg);
+
+    /* Nested inside the Shutdown: Envelope{version, sender} + field 16 {reason, field 0}. */
+    env.msg_case = SDC__ENVELOPE__MSG__NOT_SET;
+    n = sdc__envelope__pack(&env, env_bytes);
+    uint8_t sub[64];
+    size_t sn = sdc__shutdown__pack(&sh, sub);
+    memcpy(sub + sn, zero_field, sizeof(zero_field));
+    sn += sizeof(zero_field);
+    env_bytes[n++] = 0x82; /* field 16, length-delimited */
+    env_bytes[n++] = 0x01;
+    env_bytes[n++] = (uint8_t)sn;
+    memcpy(env_bytes + n, sub, sn);
+    len = frame_raw(env_bytes, n + sn, frame);
+    EXPECT_FAULT(frame, len, 0, &lim, SDC_WIRE_FAULT_PARSE);
+
+    /* The same nested message without field 0 is accepted. */
+    sn -= sizeof(zero_field);
+    env_bytes[n - 1] = (uint8_t)sn;
+    len = frame_raw(env_bytes, n + sn, frame);
+    EXPECT_FAULT(frame, len, 0, &lim, SDC_WIRE_FAULT_NONE);
+}
+
 int main(void)
 {
     RUN(test_crc32c);
@@ -950,5 +1008,6 @@ int main(void)
     RUN(test_bad_fields);
     RUN(test_stale_attempt);
     RUN(test_encode_errors);
+    RUN(test_field_number_zero);
     TEST_EXIT();
 }
