@@ -1576,10 +1576,6 @@ static sdc_status_t status_field(sdc_job_status_t *s, const char *id, const redi
         copy_str(v, s->error, sizeof(s->error));
     } else if (reply_is(name, "result")) {
         s->has_result = 1;
-    } else if (name->len > 3 && memcmp(name->str + name->len - 3, "_ms", 3) == 0) {
-        int state = sdc_job_state_parse(name->str, name->len - 3);
-        if (state >= 0)
-            st = field_int(v, id, name->str, 0, INT64_MAX, &s->state_ms[state], err);
     }
     return st;
 }

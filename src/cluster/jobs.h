@@ -294,7 +294,6 @@ typedef struct {
     char owner[SDC_JOB_ID_MAX + 1];
     char error[SDC_JOB_REASON_MAX + 1];
     int has_result;
-    int64_t state_ms[SDC_JOB_STATE_COUNT]; /* when the job last entered each state; 0: never */
 } sdc_job_status_t;
 
 /* SDC_ERR_NOT_FOUND when there is no such job (or it expired). */
