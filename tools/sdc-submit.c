@@ -64,10 +64,12 @@ static void usage(FILE *f)
 "                           first non-blank character is '{' is a JSON object with\n"
 "                           any of: id, prompt, embeds, negative_prompt, width,\n"
 "                           height, steps, seed, guidance, trim_text, init_image\n"
-"                           (a PNG or JPEG file), strength, refine; any other\n"
-"                           line is a prompt. Blank lines and lines starting with\n"
-"                           '#' are skipped. Relative 'embeds' and 'init_image'\n"
-"                           paths are relative to the file's directory.\n"
+"                           (a PNG or JPEG file), strength, refine,\n"
+"                           refiner_embeds, refine_steps, refine_guidance,\n"
+"                           refine_strength, refine_seed; any other line is a\n"
+"                           prompt. Blank lines and lines starting with '#' are\n"
+"                           skipped. Relative 'embeds', 'refiner_embeds' and\n"
+"                           'init_image' paths are relative to the file's directory.\n"
 "  -o, --out DIR            output directory (created if missing): DIR/jobs.jsonl\n"
 "                           maps each line to its job id and state; with --wait,\n"
 "                           DIR/<job-id>.png\n"
@@ -105,6 +107,20 @@ static void usage(FILE *f)
 "      --max-image-bytes N  refuse larger input images (default 16777216; a cluster\n"
 "                           has its own limit, max_image_bytes in its cluster file)\n"
 "\n"
+"Refiner (as sdc-generate --refiner; the cluster needs a refiner node):\n"
+"      --refine             refine every job that does not set 'refine'\n"
+"      --refiner-embeds FILE  the refiner's text conditioning (--embeds format, the\n"
+"                           refiner's widths) for refine jobs without\n"
+"                           'refiner_embeds'; a refine job must have one\n"
+"      --refine-steps N     refiner steps for refine jobs without 'refine_steps'\n"
+"                           (default 4)\n"
+"      --refine-guidance G  the refiner's distilled guidance scale, above 0 up to\n"
+"                           100 (default 3.25)\n"
+"      --refine-strength S  0..1: the share of noise in the image latents the\n"
+"                           refiner is conditioned on (default 0.25)\n"
+"                           The refiner's seed is the job's ('refine_seed' sets\n"
+"                           another); the refined image has the job's size.\n"
+"\n"
 "Waiting:\n"
 "  -w, --wait               wait for every job and write its PNG\n"
 "  -T, --timeout S          stop waiting after S seconds (default: no limit)\n"
@@ -138,6 +154,10 @@ typedef struct {
     int trim_text;
     int check_embeds;
     const char *init_image;
+    int refine;
+    const char *refiner_embeds;
+    long refine_steps;             /* 0: unset */
+    double refine_guidance, refine_strength; /* < 0: unset */
     int has_strength;
     double strength;
     long max_image_bytes;
@@ -154,7 +174,8 @@ typedef struct {
 static int parse_args(int argc, char **argv, cli_t *c)
 {
     enum { OPT_PREFIX = 256, OPT_NO_TRIM, OPT_NO_CHECK, OPT_POLL, OPT_LOG_LEVEL, OPT_INIT_IMAGE,
-           OPT_STRENGTH, OPT_MAX_IMAGE };
+           OPT_STRENGTH, OPT_MAX_IMAGE, OPT_REFINE, OPT_REFINER_EMBEDS, OPT_REFINE_STEPS,
+           OPT_REFINE_GUIDANCE, OPT_REFINE_STRENGTH };
     static const struct option opts[] = {
         {"prompts", required_argument, 0, 'p'},   {"out", required_argument, 0, 'o'},
         {"redis", required_argument, 0, 'r'},     {"prefix", required_argument, 0, OPT_PREFIX},
@@ -171,6 +192,11 @@ static int parse_args(int argc, char **argv, cli_t *c)
         {"init-image", required_argument, 0, OPT_INIT_IMAGE},
         {"strength", required_argument, 0, OPT_STRENGTH},
         {"max-image-bytes", required_argument, 0, OPT_MAX_IMAGE},
+        {"refine", no_argument, 0, OPT_REFINE},
+        {"refiner-embeds", required_argument, 0, OPT_REFINER_EMBEDS},
+        {"refine-steps", required_argument, 0, OPT_REFINE_STEPS},
+        {"refine-guidance", required_argument, 0, OPT_REFINE_GUIDANCE},
+        {"refine-strength", required_argument, 0, OPT_REFINE_STRENGTH},
         {0, 0, 0, 0},
     };
     int ch;
@@ -201,6 +227,18 @@ static int parse_args(int argc, char **argv, cli_t *c)
             c->has_strength = 1;
             break;
         case OPT_MAX_IMAGE: if (sdc_cli_parse_long(PROG, "--max-image-bytes", optarg, 1, SDC_JOB_IMAGE_MAX, &c->max_image_bytes)) return EXIT_USAGE; break;
+        case OPT_REFINE: c->refine = 1; break;
+        case OPT_REFINER_EMBEDS: c->refiner_embeds = optarg; break;
+        case OPT_REFINE_STEPS: if (sdc_cli_parse_long(PROG, "--refine-steps", optarg, 1, SDC_JOB_REFINE_STEPS_MAX, &c->refine_steps)) return EXIT_USAGE; break;
+        case OPT_REFINE_GUIDANCE:
+            if (sdc_cli_parse_double(PROG, "--refine-guidance", optarg, 0.0, SDC_JOB_GUIDANCE_MAX, &c->refine_guidance))
+                return EXIT_USAGE;
+            if (!(c->refine_guidance > 0)) {
+                fprintf(stderr, "sdc-submit: --refine-guidance must be above 0\n");
+                return EXIT_USAGE;
+            }
+            break;
+        case OPT_REFINE_STRENGTH: if (sdc_cli_parse_double(PROG, "--refine-strength", optarg, 0.0, 1.0, &c->refine_strength)) return EXIT_USAGE; break;
         case 'w': c->wait = 1; break;
         case 'T': if (sdc_cli_parse_double(PROG, "--timeout", optarg, 0.001, 1e9, &c->timeout_s)) return EXIT_USAGE; break;
         case OPT_POLL: if (sdc_cli_parse_long(PROG, "--poll-ms", optarg, 10, 60000, &c->poll_ms)) return EXIT_USAGE; break;
@@ -236,6 +274,11 @@ static int parse_args(int argc, char **argv, cli_t *c)
         c->out[n - 1] = '\0';
     if (c->has_strength && !c->init_image) {
         fprintf(stderr, "sdc-submit: --strength needs --init-image (see --help)\n");
+        return EXIT_USAGE;
+    }
+    if (!c->refine && (c->refiner_embeds || c->refine_steps || c->refine_guidance >= 0 ||
+                       c->refine_strength >= 0)) {
+        fprintf(stderr, "sdc-submit: --refiner-embeds and --refine-* need --refine (see --help)\n");
         return EXIT_USAGE;
     }
     if (c->timeout_s > 0 && !c->wait) {
@@ -479,9 +522,11 @@ static sdc_status_t image_get(const reader_t *rd, const char *base, const char *
 
 /* Adds the command line's defaults to a job object for the fields it does not
  * set (absent or null). *default_embeds = 1 when embeds came from --embeds,
- * *default_image = 1 when init_image came from --init-image. */
+ * *default_image = 1 when init_image came from --init-image,
+ * *default_refiner_embeds = 1 when refiner_embeds came from --refiner-embeds. */
 static sdc_status_t add_defaults(const reader_t *rd, cJSON *o, size_t index, int *default_embeds,
-                                 int *default_image, sdc_error_t *err)
+                                 int *default_image, int *default_refiner_embeds,
+                                 sdc_error_t *err)
 {
     const cli_t *c = rd->cli;
     char id[SDC_JOB_ID_MAX + 1], seed[24];
@@ -524,6 +569,23 @@ static sdc_status_t add_defaults(const reader_t *rd, cJSON *o, size_t index, int
     }
     if (ok && !ABSENT("init_image") && ABSENT("strength") && c->has_strength)
         ok = SET("strength", cJSON_CreateNumber(c->strength));
+    if (ok && ABSENT("refine") && c->refine) ok = SET("refine", cJSON_CreateTrue());
+    /* The refiner's defaults go only to jobs that refine: the parser refuses
+     * them elsewhere. */
+    const cJSON *refine = cJSON_GetObjectItemCaseSensitive(o, "refine");
+    *default_refiner_embeds = 0;
+    if (ok && cJSON_IsTrue(refine)) {
+        if (ABSENT("refiner_embeds") && c->refiner_embeds) {
+            ok = SET("refiner_embeds", cJSON_CreateString(c->refiner_embeds));
+            *default_refiner_embeds = 1;
+        }
+        if (ok && ABSENT("refine_steps") && c->refine_steps)
+            ok = SET("refine_steps", cJSON_CreateNumber((double)c->refine_steps));
+        if (ok && ABSENT("refine_guidance") && c->refine_guidance >= 0)
+            ok = SET("refine_guidance", cJSON_CreateNumber(c->refine_guidance));
+        if (ok && ABSENT("refine_strength") && c->refine_strength >= 0)
+            ok = SET("refine_strength", cJSON_CreateNumber(c->refine_strength));
+    }
 #undef SET
 #undef ABSENT
     return ok ? SDC_OK : sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
@@ -577,8 +639,9 @@ static sdc_status_t parse_object(const reader_t *rd, cJSON *o, job_t *j, size_t 
                                  sdc_error_t *err)
 {
     sdc_job_params_t *p = &j->p;
-    int default_embeds = 0, default_image = 0;
-    sdc_status_t st = add_defaults(rd, o, index, &default_embeds, &default_image, err);
+    int default_embeds = 0, default_image = 0, default_refiner_embeds = 0;
+    sdc_status_t st = add_defaults(rd, o, index, &default_embeds, &default_image,
+                                   &default_refiner_embeds, err);
     if (st == SDC_OK)
         st = attach_image(rd, o, default_image, &j->img, err);
     if (st != SDC_OK)
@@ -595,6 +658,12 @@ static sdc_status_t parse_object(const reader_t *rd, cJSON *o, job_t *j, size_t 
         st = resolve_embeds(rd, default_embeds ? NULL : rd->base_dir, &p->embeds, err);
         if (st != SDC_OK && default_embeds)
             sdc_error_wrap(err, "--embeds");
+    }
+    if (st == SDC_OK && p->refiner_embeds) {
+        st = resolve_embeds(rd, default_refiner_embeds ? NULL : rd->base_dir, &p->refiner_embeds,
+                            err);
+        if (st != SDC_OK)
+            sdc_error_wrap(err, default_refiner_embeds ? "--refiner-embeds" : "refiner_embeds");
     }
     return st;
 }
@@ -1196,6 +1265,8 @@ int main(int argc, char **argv)
         .trim_text = 1,
         .check_embeds = 1,
         .max_image_bytes = SDC_JOB_IMAGE_DEFAULT_CAP,
+        .refine_guidance = -1,
+        .refine_strength = -1,
         .poll_ms = 200,
     };
     sdc_log_set_level(SDC_LOG_WARN);

@@ -20,6 +20,7 @@ static const char *const role_names[SDC_ROLE_COUNT] = {
     [SDC_ROLE_TEXT_ENCODER] = "text-encoder",
     [SDC_ROLE_DIT_STAGE] = "dit-stage",
     [SDC_ROLE_VAE] = "vae",
+    [SDC_ROLE_REFINER] = "refiner",
 };
 
 const char *sdc_role_name(sdc_role_t r)
@@ -192,7 +193,7 @@ static sdc_status_t parse_node(const cJSON *nj, int idx, sdc_cluster_t *c, const
     if (r < 0)
         return sdc_error_set(err, SDC_ERR_FORMAT,
                              "%s: %s.role '%s' is not one of coordinator, text-encoder, "
-                             "dit-stage, vae",
+                             "dit-stage, vae, refiner",
                              label, where, role);
     n->role = (sdc_role_t)r;
     if ((st = get_str(nj, "host", "localhost", n->host, sizeof(n->host), label, where, err)) !=
@@ -223,15 +224,22 @@ static sdc_status_t parse_node(const cJSON *nj, int idx, sdc_cluster_t *c, const
 }
 
 /* Every stage of every pipeline has exactly one node; the roles a job needs
- * exist. */
+ * exist (refiner nodes are optional: only refine jobs need one, and they
+ * need the refiner model). */
 static sdc_status_t check_topology(const sdc_cluster_t *c, const char *label, sdc_error_t *err)
 {
     int counts[SDC_ROLE_COUNT] = {0};
     for (int i = 0; i < c->n_nodes; i++) counts[c->nodes[i].role]++;
     for (int r = 0; r < SDC_ROLE_COUNT; r++)
-        if (r != SDC_ROLE_DIT_STAGE && counts[r] == 0)
+        if (r != SDC_ROLE_DIT_STAGE && r != SDC_ROLE_REFINER && counts[r] == 0)
             return sdc_error_set(err, SDC_ERR_FORMAT, "%s: no %s node", label,
                                  sdc_role_name((sdc_role_t)r));
+    if (counts[SDC_ROLE_REFINER] > 0 && !c->refiner_model[0])
+        return sdc_error_set(err, SDC_ERR_FORMAT, "%s: refiner nodes need 'refiner_model' (the "
+                             "refiner's model directory) at the top level", label);
+    if (counts[SDC_ROLE_REFINER] == 0 && c->refiner_model[0])
+        return sdc_error_set(err, SDC_ERR_FORMAT, "%s: 'refiner_model' is set but no node has "
+                             "role refiner", label);
     for (int p = 0; p < c->n_pipelines; p++) {
         for (int s = 0; s < c->pipelines[p].n_stages; s++) {
             int n = 0;
@@ -281,9 +289,9 @@ sdc_status_t sdc_cluster_resolve(sdc_cluster_t *c, int total_blocks, sdc_error_t
 sdc_status_t sdc_cluster_parse(sdc_cluster_t *c, const char *text, size_t len, const char *label,
                                int total_blocks, sdc_error_t *err)
 {
-    static const char *const keys[] = {"redis", "prefix", "model", "backend", "micro_batch",
-                                       "max_inflight", "max_image_bytes", "pipelines", "nodes",
-                                       NULL};
+    static const char *const keys[] = {"redis", "prefix", "model", "refiner_model", "backend",
+                                       "micro_batch", "max_inflight", "max_image_bytes",
+                                       "pipelines", "nodes", NULL};
     sdc_json_t doc;
     sdc_status_t st = sdc_json_parse(&doc, text, len, label, err);
     if (st != SDC_OK) return st;
@@ -296,6 +304,8 @@ sdc_status_t sdc_cluster_parse(sdc_cluster_t *c, const char *text, size_t len, c
                       err)) != SDC_OK ||
         (st = get_str(root, "model", NULL, c->model, sizeof(c->model), label, "top level", err)) !=
             SDC_OK ||
+        (st = get_str(root, "refiner_model", "", c->refiner_model, sizeof(c->refiner_model),
+                      label, "top level", err)) != SDC_OK ||
         (st = get_str(root, "backend", "cpu", c->backend, sizeof(c->backend), label, "top level",
                       err)) != SDC_OK ||
         (st = get_int(root, "micro_batch", 4, 1, 256, &c->micro_batch, label, "top level", err)) !=

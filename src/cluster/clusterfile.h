@@ -1,7 +1,8 @@
 /*
  * clusterfile.h: the cluster file, a JSON document that names the Redis
  * server, the model, the pipelines (how many DiT stages each, which block
- * range each stage holds) and the nodes (one process each, its role and
+ * range each stage holds), the refiner model when the cluster refines, and
+ * the nodes (one process each, its role and
  * place). Under mpirun, rank i runs nodes[i]; started without MPI, a worker
  * is told its node index (or role + pipeline + stage) on its command line.
  * docs/cluster-file.md documents the format; deploy/ has examples.
@@ -27,10 +28,11 @@ typedef enum {
     SDC_ROLE_TEXT_ENCODER,
     SDC_ROLE_DIT_STAGE,
     SDC_ROLE_VAE,
+    SDC_ROLE_REFINER,
     SDC_ROLE_COUNT
 } sdc_role_t;
 
-/* "coordinator", "text-encoder", "dit-stage", "vae". */
+/* "coordinator", "text-encoder", "dit-stage", "vae", "refiner". */
 const char *sdc_role_name(sdc_role_t r);
 /* Returns -1 for an unknown name. */
 int sdc_role_parse(const char *name);
@@ -56,6 +58,7 @@ typedef struct {
     char redis_url[512];
     char prefix[64];
     char model[1024];
+    char refiner_model[1024]; /* "" unless the cluster has refiner nodes */
     char backend[16];
     int micro_batch;   /* max samples per stage message (default 4) */
     int max_inflight;  /* per pipeline admission bound in jobs (default 2 x stages + 2) */

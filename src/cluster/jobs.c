@@ -94,8 +94,8 @@ static int entry_id_ok(const char *s, size_t n)
 static const char *const state_names[SDC_JOB_STATE_COUNT] = {
     [SDC_JOB_QUEUED] = "queued",       [SDC_JOB_ENCODING] = "encoding",
     [SDC_JOB_DENOISING] = "denoising", [SDC_JOB_DECODING] = "decoding",
-    [SDC_JOB_DONE] = "done",           [SDC_JOB_FAILED] = "failed",
-    [SDC_JOB_CANCELLED] = "cancelled",
+    [SDC_JOB_REFINING] = "refining",   [SDC_JOB_DONE] = "done",
+    [SDC_JOB_FAILED] = "failed",       [SDC_JOB_CANCELLED] = "cancelled",
 };
 
 #define TO(s) (1u << (s))
@@ -107,7 +107,9 @@ static const unsigned edges[SDC_JOB_STATE_COUNT] = {
                          TO(SDC_JOB_CANCELLED),
     [SDC_JOB_DENOISING] = TO(SDC_JOB_DENOISING) | TO(SDC_JOB_DECODING) | TO(SDC_JOB_FAILED) |
                           TO(SDC_JOB_QUEUED) | TO(SDC_JOB_CANCELLED),
-    [SDC_JOB_DECODING] = TO(SDC_JOB_DONE) | TO(SDC_JOB_FAILED) | TO(SDC_JOB_QUEUED) |
+    [SDC_JOB_DECODING] = TO(SDC_JOB_REFINING) | TO(SDC_JOB_DONE) | TO(SDC_JOB_FAILED) |
+                         TO(SDC_JOB_QUEUED) | TO(SDC_JOB_CANCELLED),
+    [SDC_JOB_REFINING] = TO(SDC_JOB_DONE) | TO(SDC_JOB_FAILED) | TO(SDC_JOB_QUEUED) |
                          TO(SDC_JOB_CANCELLED),
     [SDC_JOB_DONE] = 0,
     [SDC_JOB_FAILED] = 0,
@@ -162,6 +164,9 @@ void sdc_job_params_init(sdc_job_params_t *p)
     p->steps = SDC_JOB_STEPS_DEFAULT;
     p->trim_text = 1;
     p->strength = SDC_JOB_STRENGTH_DEFAULT;
+    p->refine_steps = SDC_JOB_REFINE_STEPS_DEFAULT;
+    p->refine_guidance = SDC_JOB_REFINE_GUIDANCE_DEFAULT;
+    p->refine_strength = SDC_JOB_REFINE_STRENGTH_DEFAULT;
 }
 
 void sdc_job_params_free(sdc_job_params_t *p)
@@ -171,6 +176,7 @@ void sdc_job_params_free(sdc_job_params_t *p)
     free(p->prompt);
     free(p->embeds);
     free(p->negative_prompt);
+    free(p->refiner_embeds);
     sdc_job_params_init(p);
 }
 
@@ -223,6 +229,42 @@ static sdc_status_t validate_image(const sdc_job_params_t *p, sdc_error_t *err)
     return SDC_OK;
 }
 
+uint64_t sdc_job_params_refine_seed(const sdc_job_params_t *p)
+{
+    return p->has_refine_seed ? p->refine_seed : p->seed;
+}
+
+/* The refiner's fields: a refine job names its conditioning; the ranges are
+ * sdc_refiner_check's (guidance above 0: the refiner is guidance-distilled). */
+static sdc_status_t validate_refine(const sdc_job_params_t *p, sdc_error_t *err)
+{
+    if (!p->refine) {
+        if (p->refiner_embeds || p->has_refine_seed)
+            return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: '%s' goes with "
+                                 "'refine': true", p->refiner_embeds ? "refiner_embeds"
+                                                                      : "refine_seed");
+        return SDC_OK;
+    }
+    if (!p->refiner_embeds)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: 'refine' needs "
+                             "'refiner_embeds' (the refiner's text conditioning: its own text "
+                             "encoder is not run by the cluster)");
+    sdc_status_t st = check_text("refiner_embeds", p->refiner_embeds, 1, SDC_JOB_EMBEDS_REF_MAX,
+                                 1, err);
+    if (st != SDC_OK)
+        return st;
+    if (p->refine_steps < 1 || p->refine_steps > SDC_JOB_REFINE_STEPS_MAX)
+        return sdc_error_set(err, SDC_ERR_RANGE, "job params: 'refine_steps' %d outside 1..%d",
+                             p->refine_steps, SDC_JOB_REFINE_STEPS_MAX);
+    if (!(p->refine_guidance > 0 && p->refine_guidance <= SDC_JOB_GUIDANCE_MAX))
+        return sdc_error_set(err, SDC_ERR_RANGE, "job params: 'refine_guidance' %g must be "
+                             "above 0, at most %g", p->refine_guidance, SDC_JOB_GUIDANCE_MAX);
+    if (!(p->refine_strength >= 0 && p->refine_strength <= 1))
+        return sdc_error_set(err, SDC_ERR_RANGE, "job params: 'refine_strength' %g outside 0..1",
+                             p->refine_strength);
+    return SDC_OK;
+}
+
 int sdc_job_params_run_steps(const sdc_job_params_t *p)
 {
     int t_start = 0;
@@ -269,10 +311,16 @@ sdc_status_t sdc_job_params_validate(const sdc_job_params_t *p, sdc_error_t *err
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: 'trim_text' must be 0 or 1");
     if (p->refine != 0 && p->refine != 1)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: 'refine' must be 0 or 1");
+    if ((st = validate_refine(p, err)) != SDC_OK)
+        return st;
     return validate_image(p, err);
 }
 
-typedef enum { K_ID, K_TEXT, K_INT, K_SEED, K_GUIDANCE, K_BOOL, K_IMAGE, K_STRENGTH } field_kind_t;
+typedef enum {
+    K_ID, K_TEXT, K_INT, K_SEED, K_GUIDANCE, K_BOOL, K_IMAGE, K_STRENGTH,
+    K_REAL,   /* a double in lo..hi */
+    K_RSEED,  /* refine_seed: as K_SEED */
+} field_kind_t;
 
 typedef struct {
     const char *name;
@@ -296,6 +344,11 @@ static const field_t fields[] = {
     FIELD("init_image", K_IMAGE, image_bytes, 0, 0),
     FIELD("strength", K_STRENGTH, strength, 0, 0),
     FIELD("refine", K_BOOL, refine, 0, 0),
+    FIELD("refiner_embeds", K_TEXT, refiner_embeds, 0, 0),
+    FIELD("refine_steps", K_INT, refine_steps, 1, SDC_JOB_REFINE_STEPS_MAX),
+    FIELD("refine_guidance", K_REAL, refine_guidance, 0, (long)SDC_JOB_GUIDANCE_MAX),
+    FIELD("refine_strength", K_REAL, refine_strength, 0, 1),
+    FIELD("refine_seed", K_RSEED, refine_seed, 0, 0),
 };
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -318,7 +371,8 @@ static sdc_status_t wrong_type(const char *field, const char *want, const cJSON 
 }
 
 /* A decimal string 0..2^64-1 without sign or leading zeros. */
-static sdc_status_t parse_seed_string(const char *s, uint64_t *out, sdc_error_t *err)
+static sdc_status_t parse_seed_string(const char *field, const char *s, uint64_t *out,
+                                       sdc_error_t *err)
 {
     size_t n = strlen(s);
     uint64_t v = 0;
@@ -330,14 +384,14 @@ static sdc_status_t parse_seed_string(const char *s, uint64_t *out, sdc_error_t 
         unsigned d = (unsigned)(s[i] - '0');
         if (v > (UINT64_MAX - d) / 10)
             return sdc_error_set(err, SDC_ERR_RANGE,
-                                 "job params: 'seed' \"%s\" is larger than 2^64-1", s);
+                                 "job params: '%s' \"%s\" is larger than 2^64-1", field, s);
         v = v * 10 + d;
     }
     *out = v;
     return SDC_OK;
 bad:
     return sdc_error_set(err, SDC_ERR_FORMAT,
-                         "job params: 'seed' string \"%.24s\" is not a decimal integer", s);
+                         "job params: '%s' string \"%.24s\" is not a decimal integer", field, s);
 }
 
 /* A field name for a message: printable ASCII only, truncated. */
@@ -420,15 +474,26 @@ static sdc_status_t parse_field(sdc_job_params_t *p, const field_t *f, const cJS
         *(int *)dst = (int)d;
         return SDC_OK;
     case K_SEED:
+    case K_RSEED:
+        if (f->kind == K_RSEED)
+            p->has_refine_seed = 1;
         if (cJSON_IsString(v))
-            return parse_seed_string(v->valuestring, &p->seed, err);
+            return parse_seed_string(f->name, v->valuestring, (uint64_t *)dst, err);
         if (!cJSON_IsNumber(v))
             return wrong_type(f->name, "an integer or a decimal string", v, err);
         if (!isfinite(d) || d != floor(d) || d < 0 || d > SEED_EXACT_MAX)
             return sdc_error_set(err, SDC_ERR_RANGE,
-                                 "job params: 'seed' must be an integer in 0..2^53 (larger seeds "
-                                 "as a decimal string), got %.17g", d);
-        p->seed = (uint64_t)d;
+                                 "job params: '%s' must be an integer in 0..2^53 (larger seeds "
+                                 "as a decimal string), got %.17g", f->name, d);
+        *(uint64_t *)dst = (uint64_t)d;
+        return SDC_OK;
+    case K_REAL:
+        if (!cJSON_IsNumber(v))
+            return wrong_type(f->name, "a number", v, err);
+        if (!isfinite(d) || d < (double)f->lo || d > (double)f->hi)
+            return sdc_error_set(err, SDC_ERR_RANGE, "job params: '%s' must be in %ld..%ld, "
+                                 "got %.17g", f->name, f->lo, f->hi, d);
+        *(double *)dst = d;
         return SDC_OK;
     case K_GUIDANCE:
         if (!cJSON_IsNumber(v))
@@ -504,6 +569,11 @@ static sdc_status_t parse_object(sdc_job_params_t *p, const cJSON *root, sdc_err
     }
     if (!(seen & 1u))
         return sdc_error_set(err, SDC_ERR_FORMAT, "job params: missing 'id'");
+    for (size_t i = 0; i < N_FIELDS && !p->refine; i++)
+        if ((seen & (1u << i)) && strncmp(fields[i].name, "refine", 6) == 0 &&
+            strcmp(fields[i].name, "refine") != 0)
+            return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: '%s' goes with "
+                                 "'refine': true", fields[i].name);
     return SDC_OK;
 }
 
@@ -540,6 +610,23 @@ static int add_image(cJSON *o, const sdc_job_params_t *p)
            cJSON_AddNumberToObject(o, "strength", p->strength);
 }
 
+/* "refine" and the refiner's fields (the seed only when it was given). */
+static int add_refine(cJSON *o, const sdc_job_params_t *p)
+{
+    char seed[24];
+    int ok = cJSON_AddBoolToObject(o, "refine", 1) &&
+             cJSON_AddStringToObject(o, "refiner_embeds", p->refiner_embeds) &&
+             cJSON_AddNumberToObject(o, "refine_steps", p->refine_steps) &&
+             cJSON_AddNumberToObject(o, "refine_guidance", p->refine_guidance) &&
+             cJSON_AddNumberToObject(o, "refine_strength", p->refine_strength);
+    if (!ok || !p->has_refine_seed)
+        return ok;
+    if (p->refine_seed <= SEED_AS_NUMBER_MAX)
+        return cJSON_AddNumberToObject(o, "refine_seed", (double)p->refine_seed) != NULL;
+    snprintf(seed, sizeof(seed), "%" PRIu64, p->refine_seed);
+    return cJSON_AddStringToObject(o, "refine_seed", seed) != NULL;
+}
+
 sdc_status_t sdc_job_params_to_json(const sdc_job_params_t *p, char **json, size_t *len,
                                     sdc_error_t *err)
 {
@@ -574,7 +661,7 @@ sdc_status_t sdc_job_params_to_json(const sdc_job_params_t *p, char **json, size
     if (ok && p->image_bytes)
         ok = add_image(o, p);
     if (ok && p->refine)
-        ok = cJSON_AddBoolToObject(o, "refine", 1) != NULL;
+        ok = add_refine(o, p);
     char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     if (!text)
@@ -696,7 +783,7 @@ static const sdc_redis_script_t script_advance = {
     "if bad then return bad end\n"
     "local to, steps = ARGV[4], tonumber(j.steps)\n"
     "local step = tonumber(ARGV[5])\n"
-    "if to == 'decoding' then step = steps end\n"
+    "if to == 'decoding' or to == 'refining' then step = steps end\n"
     "if j.state == to and tonumber(j.step) == step then return verdict('unchanged', j) end\n"
     "if not allowed(j) then return verdict('state', j) end\n"
     "if step < 0 or step > steps or (j.state == to and step <= tonumber(j.step)) then\n"
@@ -1419,10 +1506,10 @@ sdc_status_t sdc_job_advance(sdc_jobs_t *q, const char *id, int64_t attempt,
     sdc_status_t st = job_keys(q, id, &k, err);
     if (st != SDC_OK)
         return st;
-    if (to != SDC_JOB_DENOISING && to != SDC_JOB_DECODING)
+    if (to != SDC_JOB_DENOISING && to != SDC_JOB_DECODING && to != SDC_JOB_REFINING)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG,
-                             "job %s: advance goes to denoising or decoding, not %s (start, "
-                             "complete, fail and requeue have their own calls)", id,
+                             "job %s: advance goes to denoising, decoding or refining, not "
+                             "%s (start, complete, fail and requeue have their own calls)", id,
                              sdc_job_state_name(to));
     if (step < 0 || step > SDC_JOB_STEPS_MAX)
         return sdc_error_set(err, SDC_ERR_RANGE, "job %s: step %" PRId64 " outside 0..%d", id,

@@ -19,12 +19,13 @@
  *   leader            string with PX: the coordinator holding the lease
  *
  * A job moves queued -> encoding -> denoising (step k of T, one event per
- * step) -> decoding -> done, or to failed or cancelled from any state before
- * done; a requeue sends a running job back to queued with attempt + 1 and a
- * new stream entry. Done, failed and cancelled are final. Every transition
- * is one Lua script that checks state and attempt before writing, so a
- * stale worker (older attempt), a second completion or any write after a
- * cancel is refused, and a transition repeated after a lost reply either
+ * step) -> decoding [-> refining, for refine jobs] -> done, or to failed
+ * or cancelled from any state before done; a requeue sends a running job
+ * back to queued with attempt + 1 and a new stream entry. Done, failed and
+ * cancelled are final. Every transition is one Lua script that checks
+ * state and attempt before writing, so a stale worker (older attempt), a
+ * second completion or any write after a cancel is refused, and a
+ * transition repeated after a lost reply either
  * finds its own result (unchanged) or is refused: never applied twice.
  *
  * Not the policy: when to requeue, how many attempts, which pipeline, belong
@@ -53,6 +54,12 @@
 #define SDC_JOB_IMAGE_MAX (512u << 20)   /* Redis' largest string */
 #define SDC_JOB_IMAGE_DEFAULT_CAP (16u << 20) /* sdc_jobs_opts_t.max_image_bytes */
 #define SDC_JOB_STRENGTH_DEFAULT 0.6   /* = sdc-generate --strength */
+/* The refiner's defaults, = sdc-generate --refine-steps / --refine-guidance /
+ * --refine-strength (sdc_refiner_params_default). */
+#define SDC_JOB_REFINE_STEPS_DEFAULT 4
+#define SDC_JOB_REFINE_STEPS_MAX 1000
+#define SDC_JOB_REFINE_GUIDANCE_DEFAULT 3.25
+#define SDC_JOB_REFINE_STRENGTH_DEFAULT 0.25
 
 /* ---- parameters ----------------------------------------------------- */
 
@@ -75,19 +82,31 @@ typedef struct {
     int has_strength;      /* strength was given (it needs an image) */
     double strength;       /* 0 < strength <= 1 */
     int refine;            /* run the refiner after decoding */
+    /* Refiner (only with refine): its conditioning is an embeddings file
+     * (a path on shared storage, the --embeds format with the refiner's
+     * widths), as sdc-generate --refiner-embeds. */
+    char *refiner_embeds;
+    int refine_steps;      /* 1..SDC_JOB_REFINE_STEPS_MAX */
+    double refine_guidance; /* distilled guidance scale, above 0 up to 100 */
+    double refine_strength; /* 0..1: noise share of the image latents */
+    int has_refine_seed;   /* 0: the refiner uses the job's seed (sdc-generate's rule) */
+    uint64_t refine_seed;
 } sdc_job_params_t;
 
 /* Defaults: no text, size 0x0 (model default), 50 steps, seed 0, model
  * guidance, trim_text 1, no image, strength SDC_JOB_STRENGTH_DEFAULT, no
- * refiner. */
+ * refiner (and the SDC_JOB_REFINE_* defaults for one). */
 void sdc_job_params_init(sdc_job_params_t *p);
 void sdc_job_params_free(sdc_job_params_t *p);
 
 /* Parses a params object: {"id", "prompt" | "embeds", "negative_prompt",
  * "width", "height", "steps", "seed", "guidance", "trim_text", "init_image",
- * "strength", "refine"}. "init_image" is {"bytes": N, "crc32c": "8 hex
- * digits"}; an image-to-image job states its width and height (its image's)
- * and a strength that leaves at least one denoising step (> 0). Strict:
+ * "strength", "refine", "refiner_embeds", "refine_steps", "refine_guidance",
+ * "refine_strength", "refine_seed"}. "init_image" is {"bytes": N, "crc32c":
+ * "8 hex digits"}; an image-to-image job states its width and height (its
+ * image's) and a strength that leaves at least one denoising step (> 0). A
+ * refine job names its "refiner_embeds"; the refine_* fields go only with
+ * "refine": true. Strict:
  * unknown or repeated fields, wrong types, non-integral or out-of-range
  * numbers, invalid UTF-8 and NUL characters are SDC_ERR_FORMAT or
  * SDC_ERR_RANGE with a message naming the field. "seed" is an integer up to
@@ -105,6 +124,10 @@ sdc_status_t sdc_job_params_to_json(const sdc_job_params_t *p, char **json, size
  * of the schedule that strength keeps (sdc_img2img_start_step). p must be
  * valid. */
 int sdc_job_params_run_steps(const sdc_job_params_t *p);
+
+/* The refiner's seed: refine_seed when given, else the job's seed (as
+ * sdc-generate --refiner seeds the refiner with --seed). */
+uint64_t sdc_job_params_refine_seed(const sdc_job_params_t *p);
 
 /* ---- input images (image-to-image) ------------------------------------------ */
 
@@ -138,6 +161,7 @@ typedef enum {
     SDC_JOB_ENCODING,
     SDC_JOB_DENOISING,
     SDC_JOB_DECODING,
+    SDC_JOB_REFINING,
     SDC_JOB_DONE,
     SDC_JOB_FAILED,
     SDC_JOB_CANCELLED,
@@ -247,11 +271,12 @@ sdc_status_t sdc_job_start(sdc_jobs_t *q, const char *id, int64_t attempt, const
                            const char *owner, int pipeline, sdc_job_outcome_t *outcome,
                            sdc_error_t *err);
 /* encoding -> denoising, denoising -> denoising (step must grow), denoising
- * -> decoding. step is 0..steps (for decoding it is set to steps). */
+ * -> decoding, decoding -> refining. step is 0..steps (for decoding and
+ * refining it is set to steps). */
 sdc_status_t sdc_job_advance(sdc_jobs_t *q, const char *id, int64_t attempt,
                              sdc_job_state_t to, int64_t step, sdc_job_outcome_t *outcome,
                              sdc_error_t *err);
-/* decoding -> done for attempt, atomically: result:<id> = png (PX
+/* decoding | refining -> done for attempt, atomically: result:<id> = png (PX
  * result_ttl), state done, event, XACK + XDEL of the entry, retention TTL on
  * the hash and events. A second completion (same or other attempt) is
  * refused and the first result stays. */
@@ -262,7 +287,7 @@ sdc_status_t sdc_job_complete(sdc_jobs_t *q, const char *id, int64_t attempt,
  * entry in the dead stream and the stream entry acked. */
 sdc_status_t sdc_job_fail(sdc_jobs_t *q, const char *id, int64_t attempt, const char *reason,
                           sdc_job_outcome_t *outcome, sdc_error_t *err);
-/* encoding | denoising | decoding -> queued with attempt + 1 and a new stream
+/* encoding | denoising | decoding | refining -> queued with attempt + 1 and a new stream
  * entry (the old one acked), or, when attempt + 1 > max_attempts, -> failed
  * as sdc_job_fail. *state_out (may be NULL) gets queued or failed. */
 sdc_status_t sdc_job_requeue(sdc_jobs_t *q, const char *id, int64_t attempt, int max_attempts,

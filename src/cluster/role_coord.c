@@ -25,6 +25,7 @@
 #include "cluster/rt_internal.h"
 #include "common/log.h"
 #include "common/timer.h"
+#include "model/vae_refiner.h"
 
 #define COORD_LEASE_MS 5000
 #define COORD_LEASE_EVERY_S 1.0
@@ -64,6 +65,8 @@ typedef struct {
     held_t held;
     int has_held;
     int shutdown_sent;
+    int n_refiner;     /* refiner nodes in the cluster file */
+    int64_t refine_multiple[2]; /* refined sizes: multiples of these (H, W) */
     sdc_rt_retired_t retired; /* jobs settled here: their late notices are expected */
 } coord_t;
 
@@ -225,16 +228,15 @@ static sdc_status_t send_assign(sdc_rt_t *rt, coord_t *c, const sdc_job_entry_t 
 }
 
 /* Resolves the default size and checks the parameters as the engine will. */
-static sdc_status_t prepare(sdc_rt_t *rt, const sdc_job_entry_t *e, sdc_job_params_t *p,
-                            sdc_error_t *err)
+static sdc_status_t prepare(sdc_rt_t *rt, const coord_t *c, const sdc_job_entry_t *e,
+                            sdc_job_params_t *p, sdc_error_t *err)
 {
     sdc_status_t st = sdc_job_params_parse(p, e->params_json, e->params_len, err);
     if (st != SDC_OK)
         return st;
     if (strcmp(p->id, e->job_id) != 0)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "parameters name job %s", p->id);
-    /* The refiner role does not exist yet: no cluster file can name one. */
-    if (p->refine)
+    if (p->refine && !c->n_refiner)
         return sdc_error_set(err, SDC_ERR_UNSUPPORTED, "the job asks for 'refine', but this "
                              "cluster has no refiner node");
     if (p->image_bytes > rt->q.max_image_bytes)
@@ -250,7 +252,16 @@ static sdc_status_t prepare(sdc_rt_t *rt, const sdc_job_entry_t *e, sdc_job_para
     sdc_gen_params_t gp;
     memset(&none, 0, sizeof(none));
     sdc_parts_job(&none, &rt->dc, p, &jp, &gp);
-    return sdc_parts_check_params(&rt->dc, &rt->vc, &gp, err);
+    sdc_status_t st2 = sdc_parts_check_params(&rt->dc, &rt->vc, &gp, err);
+    if (st2 != SDC_OK || !p->refine)
+        return st2;
+    /* sdc does not resample: the refiner takes the base image's size. */
+    if (p->height % c->refine_multiple[0] || p->width % c->refine_multiple[1])
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "'refine': the image size %dx%d (WxH) is "
+                             "not a multiple of %lldx%lld (the refiner's VAE factor times its "
+                             "patch size)", p->width, p->height,
+                             (long long)c->refine_multiple[1], (long long)c->refine_multiple[0]);
+    return SDC_OK;
 }
 
 static void fail_entry(sdc_rt_t *rt, const sdc_job_entry_t *e, const char *reason)
@@ -275,7 +286,7 @@ static int place(sdc_rt_t *rt, coord_t *c, const sdc_job_entry_t *e)
     size_t json_len;
     int rc = 1;
     sdc_job_params_init(&p);
-    if (prepare(rt, e, &p, &err) != SDC_OK) {
+    if (prepare(rt, c, e, &p, &err) != SDC_OK) {
         fail_entry(rt, e, err.msg);
         goto out;
     }
@@ -354,7 +365,7 @@ static int handle_entry(sdc_rt_t *rt, coord_t *c, const sdc_job_entry_t *e)
         SDC_INFO("%s: adopting job %s attempt %" PRId64 " (%s)", rt->id, e->job_id, e->attempt,
                  sdc_job_state_name(js.state));
         cjob_t *j = track(rt, c, e->job_id, (uint32_t)e->attempt, js.pipeline, -1,
-                          js.state != SDC_JOB_DECODING);
+                          js.state != SDC_JOB_DECODING && js.state != SDC_JOB_REFINING);
         if (j)
             j->updated_ms = js.updated_ms;
         return 1;
@@ -461,7 +472,7 @@ static void poll_jobs(sdc_rt_t *rt, coord_t *c, double now)
             requeue(rt, c, j, j->lost_why);
             continue;
         }
-        if (js.state == SDC_JOB_DECODING)
+        if (js.state == SDC_JOB_DECODING || js.state == SDC_JOB_REFINING)
             release_slot(c, j);
         if (js.updated_ms != j->updated_ms) {
             j->updated_ms = js.updated_ms;
@@ -651,6 +662,25 @@ static int peers(sdc_rt_t *rt, void *state, int *nodes, int cap)
     return n;
 }
 
+/* The refiner's size rule from its configs (no weights): sizes it refines
+ * are multiples of its VAE factor times its patch. */
+static sdc_status_t refiner_sizes(const char *dir, coord_t *c, sdc_error_t *err)
+{
+    char path[4096];
+    sdc_dit_config_t dc;
+    sdc_vae_refiner_config_t vc;
+    sdc_status_t st;
+    snprintf(path, sizeof(path), "%s/transformer/config.json", dir);
+    if ((st = sdc_dit_config_load(&dc, path, err)) != SDC_OK)
+        return sdc_error_wrap(err, "refiner_model %s", dir);
+    snprintf(path, sizeof(path), "%s/vae/config.json", dir);
+    if ((st = sdc_vae_refiner_config_load(&vc, path, err)) != SDC_OK)
+        return sdc_error_wrap(err, "refiner_model %s", dir);
+    c->refine_multiple[0] = vc.spatial_compression_ratio * dc.patch_size[0];
+    c->refine_multiple[1] = vc.spatial_compression_ratio * dc.patch_size[1];
+    return SDC_OK;
+}
+
 static sdc_status_t open_coord(sdc_rt_t *rt, void **state, sdc_error_t *err)
 {
     coord_t *c = calloc(1, sizeof(*c));
@@ -661,10 +691,15 @@ static sdc_status_t open_coord(sdc_rt_t *rt, void **state, sdc_error_t *err)
         int stages = rt->cf->pipelines[p].n_stages;
         c->capacity[p] = rt->cf->max_inflight > stages ? rt->cf->max_inflight : stages;
     }
-    for (int i = 0; i < rt->cf->n_nodes; i++)
+    for (int i = 0; i < rt->cf->n_nodes; i++) {
         if (rt->cf->nodes[i].role == SDC_ROLE_TEXT_ENCODER)
             c->te[c->n_te++] = i;
-    sdc_status_t st = sdc_jobs_group_create(&rt->q, err);
+        c->n_refiner += rt->cf->nodes[i].role == SDC_ROLE_REFINER;
+    }
+    sdc_status_t st = c->n_refiner ? refiner_sizes(rt->cf->refiner_model, c, err) : SDC_OK;
+    if (st != SDC_OK)
+        return st;
+    st = sdc_jobs_group_create(&rt->q, err);
     if (st != SDC_OK)
         return sdc_error_wrap(err, "creating the consumer group");
     return SDC_OK;

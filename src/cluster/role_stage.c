@@ -493,6 +493,10 @@ static sdc_status_t send_latent(sdc_rt_t *rt, const stage_job_t *j, int node, ui
     smp->grid_h = (uint32_t)j->d.h;
     smp->grid_w = (uint32_t)j->d.w;
     smp->n_img = (uint32_t)((j->d.h / rt->dc.patch_size[0]) * (j->d.w / rt->dc.patch_size[1]));
+    /* The VAE node routes a refine job's image on to a refiner, which needs
+     * the job's parameters. */
+    if (j->params.refine && step + 1 == (uint32_t)j->d.n_steps)
+        smp->params_json = j->params_json;
     const int64_t shape[3] = {j->d.channels, j->d.h, j->d.w};
     sdc_rt_tb_tensor(&tb, 0, "latent", SDC__DTYPE__DTYPE_F32, 3, shape);
     s = sdc_rt_tb_layout(&tb, &payload, err);
@@ -972,11 +976,12 @@ static void tick(sdc_rt_t *rt, void *state, double now)
             continue;
         j->checked = now;
         sdc_status_t s = sdc_job_get(&rt->q, j->id, &js, &err);
-        /* Decoding: the job has left the ring. */
+        /* Decoding, refining: the job has left the ring. */
         int gone = s == SDC_ERR_NOT_FOUND ||
                    (s == SDC_OK && (js.attempt != j->attempt || sdc_job_state_final(js.state) ||
                                     js.state == SDC_JOB_QUEUED ||
-                                    js.state == SDC_JOB_DECODING));
+                                    js.state == SDC_JOB_DECODING ||
+                                    js.state == SDC_JOB_REFINING));
         if (gone || now - j->touched > rt->o.job_timeout_ms / 1000.0) {
             SDC_INFO("%s: forgetting job %s attempt %u (%s)", rt->id, j->id, j->attempt,
                      gone ? "no longer running here" : "no progress");

@@ -5,7 +5,12 @@
  * (result, state done, stream entry acked: once, whoever tries again). The
  * coordinator then hears JobDone.
  *
- * Not here: refinement (the refiner role will take the decoded image).
+ * A refine job (its final latent carries the job's parameters) is not
+ * completed here: its RGB8 image goes on to a refiner node (round robin
+ * over the reachable ones) after decoding -> refining in Redis. The image,
+ * not the latent, travels: the refiner starts from the decoded 8-bit
+ * image exactly as sdc-generate --refiner does, and the refiner node needs
+ * no base VAE.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,27 +24,97 @@
 
 typedef struct {
     sdc_pipeline_t *pipe; /* the VAE decoder only */
+    int refiner[SDC_CF_MAX_NODES];
+    int n_refiner, refiner_rr;
     sdc_rt_msg_t *q_head, *q_tail;
     sdc_rt_retired_t done;
     int n_queued;
 } vae_t;
 
-static void tell_done(sdc_rt_t *rt, const char *job_id, uint32_t attempt)
+/* A one-sample message with the decoded image of a refine job, its sample
+ * as the final latent's (grid, steps, parameters). */
+static sdc_status_t send_image(sdc_rt_t *rt, const Sdc__Sample *from, const uint8_t *rgb,
+                               int node, sdc_error_t *err)
 {
-    char key[SDC_REDIS_KEY_MAX];
+    sdc_rt_tb_t tb;
+    uint8_t *payload;
+    const int64_t f = rt->vc.spatial_compression_ratio;
+    sdc_status_t s = sdc_rt_tb_init(&tb, 1, 1, err);
+    if (s != SDC_OK)
+        return s;
+    tb.h.job_id = from->job_id;
+    tb.h.attempt = from->attempt;
+    tb.h.step = from->step;
+    Sdc__Sample *smp = sdc_rt_tb_sample(&tb);
+    smp->job_id = from->job_id;
+    smp->attempt = from->attempt;
+    smp->step = from->step;
+    smp->steps = from->steps;
+    smp->pass = SDC__PASS__PASS_COND;
+    smp->grid_h = from->grid_h;
+    smp->grid_w = from->grid_w;
+    smp->n_img = from->n_img;
+    smp->params_json = from->params_json;
+    const int64_t shape[3] = {(int64_t)from->grid_h * f, (int64_t)from->grid_w * f, 3};
+    sdc_rt_tb_tensor(&tb, 0, "image", SDC__DTYPE__DTYPE_U8, 3, shape);
+    s = sdc_rt_tb_layout(&tb, &payload, err);
+    if (s == SDC_OK) {
+        memcpy(payload + tb.descs[0].offset, rgb, tb.descs[0].nbytes);
+        s = sdc_rt_tb_send(rt, &tb, node, payload, err);
+    }
+    sdc_rt_tb_free(&tb);
+    return s;
+}
+
+/* decoding -> refining, then the image to a refiner node. */
+static void route_to_refiner(sdc_rt_t *rt, vae_t *v, const Sdc__Sample *s, const uint8_t *rgb)
+{
     sdc_error_t err = {0};
-    if (sdc_redis_key(rt->redis, key, sizeof(key), &err, "result:%s", job_id) != SDC_OK)
-        snprintf(key, sizeof(key), "result:%s", job_id);
-    Sdc__Envelope env;
-    Sdc__JobDone jd;
-    sdc_wire_envelope_init(&env, rt->id);
-    sdc__job_done__init(&jd);
-    jd.job_id = (char *)job_id;
-    jd.attempt = attempt;
-    jd.result_key = key;
-    env.msg_case = SDC__ENVELOPE__MSG_JOB_DONE;
-    env.job_done = &jd;
-    sdc_rt_tell_leader(rt, &env);
+    sdc_job_outcome_t outcome;
+    sdc_status_t st = sdc_job_advance(&rt->q, s->job_id, s->attempt, SDC_JOB_REFINING,
+                                      s->steps, &outcome, &err);
+    if (st != SDC_OK && st != SDC_ERR_IO) {
+        SDC_WARN("%s: job %s attempt %u: %s; dropping it", rt->id, s->job_id, s->attempt,
+                 err.msg);
+        return;
+    }
+    if (st == SDC_ERR_IO)
+        SDC_WARN("%s: job %s: recording refining: %s", rt->id, s->job_id, err.msg);
+    st = SDC_ERR_NOT_FOUND;
+    int node = -1;
+    for (int k = 0; k < v->n_refiner && st != SDC_OK; k++) {
+        node = v->refiner[(v->refiner_rr + k) % v->n_refiner];
+        st = send_image(rt, s, rgb, node, &err);
+        if (st == SDC_OK)
+            v->refiner_rr = (v->refiner_rr + k + 1) % v->n_refiner;
+    }
+    if (st != SDC_OK) {
+        sdc_rt_job_lost(rt, s->job_id, s->attempt,
+                        err.msg[0] ? err.msg : "the cluster file names no refiner node");
+        return;
+    }
+    char to[SDC_JOB_ID_MAX + 1];
+    sdc_rt_node_id(rt->cf, node, to);
+    SDC_INFO("%s: job %s decoded, refining on %s", rt->id, s->job_id, to);
+}
+
+/* A refine job: its final latent carries its parameters (a plain job's does
+ * not). Unparsable parameters fail the job (*bad = 1). */
+static int wants_refiner(sdc_rt_t *rt, const Sdc__Sample *s, int *bad)
+{
+    sdc_job_params_t p;
+    sdc_error_t err = {0};
+    *bad = 0;
+    if (!s->params_json || !s->params_json[0])
+        return 0;
+    if (sdc_job_params_parse(&p, s->params_json, strlen(s->params_json), &err) != SDC_OK) {
+        sdc_rt_job_fail(rt, s->job_id, s->attempt, err.code, err.msg);
+        *bad = 1;
+        return 0;
+    }
+    int refine = p.refine;
+    sdc_job_params_free(&p);
+    return refine;
 }
 
 static void decode(sdc_rt_t *rt, vae_t *v, const sdc_rt_msg_t *m)
@@ -52,8 +127,15 @@ static void decode(sdc_rt_t *rt, vae_t *v, const sdc_rt_msg_t *m)
     double t0 = sdc_now();
     const int64_t f = rt->vc.spatial_compression_ratio;
     sdc_rt_retire(&v->done, s->job_id, s->attempt);
+    int bad, refine = wants_refiner(rt, s, &bad);
+    if (bad)
+        return;
     sdc_status_t st = sdc_pipeline_decode(v->pipe, sdc_rt_tensor_data(m, t), s->grid_h,
                                           s->grid_w, &rgb, NULL, &err);
+    if (st == SDC_OK && refine) {
+        route_to_refiner(rt, v, s, rgb);
+        goto out;
+    }
     if (st == SDC_OK)
         st = sdc_png_encode(rgb, (int)(s->grid_w * f), (int)(s->grid_h * f), &png, &png_len,
                             &err);
@@ -70,7 +152,7 @@ static void decode(sdc_rt_t *rt, vae_t *v, const sdc_rt_msg_t *m)
     }
     SDC_INFO("%s: job %s done (%lldx%lld, decode %.3f s)", rt->id, s->job_id,
              (long long)(s->grid_w * f), (long long)(s->grid_h * f), sdc_now() - t0);
-    tell_done(rt, s->job_id, s->attempt);
+    sdc_rt_job_done(rt, s->job_id, s->attempt);
 out:
     free(rgb);
     free(png);
@@ -159,6 +241,9 @@ static sdc_status_t open_vae(sdc_rt_t *rt, void **state, sdc_error_t *err)
     if (!v)
         return sdc_error_set(err, SDC_ERR_NOMEM, "out of memory");
     *state = v;
+    for (int i = 0; i < rt->cf->n_nodes; i++)
+        if (rt->cf->nodes[i].role == SDC_ROLE_REFINER)
+            v->refiner[v->n_refiner++] = i;
     return sdc_parts_open(&v->pipe, rt->be, rt->cf->model, SDC_PARTS_VAE, 0, 0, err);
 }
 

@@ -75,6 +75,7 @@ extern const sdc_role_ops_t sdc_role_coordinator;
 extern const sdc_role_ops_t sdc_role_text_encoder;
 extern const sdc_role_ops_t sdc_role_dit_stage;
 extern const sdc_role_ops_t sdc_role_vae;
+extern const sdc_role_ops_t sdc_role_refiner;
 
 typedef struct {
     uint8_t *addr;
@@ -172,6 +173,8 @@ void sdc_rt_service(sdc_rt_t *rt);
  * an Error to the leader so that it frees the job's slot. */
 void sdc_rt_job_fail(sdc_rt_t *rt, const char *job_id, uint32_t attempt, sdc_status_t code,
                      const char *reason);
+/* A job is done (its result is in Redis): JobDone to the leader. */
+void sdc_rt_job_done(sdc_rt_t *rt, const char *job_id, uint32_t attempt);
 /* A job's data was lost in transit (not the job's fault): an Error to the
  * leader, which requeues it. */
 void sdc_rt_job_lost(sdc_rt_t *rt, const char *job_id, uint32_t attempt, const char *reason);

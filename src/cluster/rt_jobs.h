@@ -32,7 +32,8 @@
 _Static_assert((int)SDC_NODE_ROLE_COORDINATOR == (int)SDC_ROLE_COORDINATOR &&
                    (int)SDC_NODE_ROLE_TEXT_ENCODER == (int)SDC_ROLE_TEXT_ENCODER &&
                    (int)SDC_NODE_ROLE_DIT_STAGE == (int)SDC_ROLE_DIT_STAGE &&
-                   (int)SDC_NODE_ROLE_VAE == (int)SDC_ROLE_VAE,
+                   (int)SDC_NODE_ROLE_VAE == (int)SDC_ROLE_VAE &&
+                   (int)SDC_NODE_ROLE_REFINER == (int)SDC_ROLE_REFINER,
                "jobs.h and clusterfile.h must number the roles alike");
 
 static inline sdc_node_role_t sdc_rt_node_role(sdc_role_t r)

@@ -239,3 +239,21 @@ void sdc_rt_job_lost(sdc_rt_t *rt, const char *job_id, uint32_t attempt, const c
     SDC_WARN("%s: job %s attempt %u lost: %s", rt->id, job_id, attempt, reason);
     tell_error(rt, job_id, attempt, SDC_ERR_IO, reason);
 }
+
+void sdc_rt_job_done(sdc_rt_t *rt, const char *job_id, uint32_t attempt)
+{
+    char key[SDC_REDIS_KEY_MAX];
+    sdc_error_t err = {0};
+    if (sdc_redis_key(rt->redis, key, sizeof(key), &err, "result:%s", job_id) != SDC_OK)
+        snprintf(key, sizeof(key), "result:%s", job_id);
+    Sdc__Envelope env;
+    Sdc__JobDone jd;
+    sdc_wire_envelope_init(&env, rt->id);
+    sdc__job_done__init(&jd);
+    jd.job_id = (char *)job_id;
+    jd.attempt = attempt;
+    jd.result_key = key;
+    env.msg_case = SDC__ENVELOPE__MSG_JOB_DONE;
+    env.job_done = &jd;
+    sdc_rt_tell_leader(rt, &env);
+}

@@ -43,6 +43,7 @@ static const sdc_role_ops_t *role_ops(sdc_role_t r)
         [SDC_ROLE_TEXT_ENCODER] = &sdc_role_text_encoder,
         [SDC_ROLE_DIT_STAGE] = &sdc_role_dit_stage,
         [SDC_ROLE_VAE] = &sdc_role_vae,
+        [SDC_ROLE_REFINER] = &sdc_role_refiner,
     };
     return (unsigned)r < SDC_ROLE_COUNT ? table[r] : NULL;
 }
@@ -558,12 +559,17 @@ static void set_limits(sdc_rt_t *rt)
     l->text_dim = (uint32_t)dc->text_embed_dim;
     l->text_dim_2 = (uint32_t)dc->text_embed_2_dim;
     l->float_dtypes = 1u << SDC_DTYPE_F32;
+    l->image_factor = (uint32_t)rt->vc.spatial_compression_ratio;
     /* The largest sample: activations of max_tokens rows (text embeddings
      * are smaller), plus its other tensors (temb; at step 0 of an
-     * image-to-image job a latent) and alignment. */
+     * image-to-image job a latent) and alignment; or a decoded RGB8 image
+     * (VAE node to refiner). */
     uint64_t per_sample = (uint64_t)l->max_tokens * (l->hidden + 2) * sizeof(float) +
                           (uint64_t)(l->hidden + 2 * SDC_RT_ALIGN) * 4 +
                           (uint64_t)l->latent_channels * grid * grid * sizeof(float);
+    uint64_t image = (uint64_t)grid * l->image_factor * grid * l->image_factor * 3 + SDC_RT_ALIGN;
+    if (image > per_sample)
+        per_sample = image;
     l->max_payload = per_sample * l->max_samples;
 }
 

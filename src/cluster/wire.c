@@ -343,24 +343,31 @@ typedef enum {
     DIM_TEXT,     /* LLM width */
     DIM_TEXT_2,   /* ByT5 width */
     DIM_ROWS,     /* free, 1..max_tokens */
+    DIM_IMAGE_H,  /* grid_h * image_factor */
+    DIM_IMAGE_W,
+    DIM_RGB,      /* 3 */
 } dim_kind_t;
+
+/* What dtypes a tensor may have. */
+typedef enum { T_FLOAT = 0, T_MASK, T_RGB8 } tensor_kind_t;
 
 static const struct tensor_rule {
     const char *name;
-    int is_mask;
+    tensor_kind_t kind;
     int ndim;
     dim_kind_t dims[3];
     const char *rows_like; /* a tensor of the same sample whose rows this one must match */
 } tensor_rules[] = {
-    {"hidden", 0, 2, {DIM_TOKENS, DIM_HIDDEN}, NULL},
-    {"temb", 0, 1, {DIM_HIDDEN}, NULL},
-    {"latent", 0, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
-    {"guider_state", 0, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
-    {"image_latents", 0, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
-    {"prompt_embeds", 0, 2, {DIM_ROWS, DIM_TEXT}, NULL},
-    {"prompt_embeds_mask", 1, 1, {DIM_ROWS}, "prompt_embeds"},
-    {"prompt_embeds_2", 0, 2, {DIM_ROWS, DIM_TEXT_2}, NULL},
-    {"prompt_embeds_mask_2", 1, 1, {DIM_ROWS}, "prompt_embeds_2"},
+    {"hidden", T_FLOAT, 2, {DIM_TOKENS, DIM_HIDDEN}, NULL},
+    {"temb", T_FLOAT, 1, {DIM_HIDDEN}, NULL},
+    {"latent", T_FLOAT, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
+    {"guider_state", T_FLOAT, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
+    {"image_latents", T_FLOAT, 3, {DIM_CHANNELS, DIM_GRID_H, DIM_GRID_W}, NULL},
+    {"prompt_embeds", T_FLOAT, 2, {DIM_ROWS, DIM_TEXT}, NULL},
+    {"prompt_embeds_mask", T_MASK, 1, {DIM_ROWS}, "prompt_embeds"},
+    {"prompt_embeds_2", T_FLOAT, 2, {DIM_ROWS, DIM_TEXT_2}, NULL},
+    {"prompt_embeds_mask_2", T_MASK, 1, {DIM_ROWS}, "prompt_embeds_2"},
+    {"image", T_RGB8, 3, {DIM_IMAGE_H, DIM_IMAGE_W, DIM_RGB}, NULL},
 };
 
 static const struct tensor_rule *find_rule(const char *name)
@@ -383,6 +390,10 @@ static int64_t dim_expected(dim_kind_t kind, const Sdc__Sample *s, const sdc_wir
     case DIM_TEXT: return lim->text_dim;
     case DIM_TEXT_2: return lim->text_dim_2;
     case DIM_ROWS: return 0;
+    /* No image_factor: no image is accepted (-1 matches no dimension). */
+    case DIM_IMAGE_H: return lim->image_factor ? (int64_t)s->grid_h * lim->image_factor : -1;
+    case DIM_IMAGE_W: return lim->image_factor ? (int64_t)s->grid_w * lim->image_factor : -1;
+    case DIM_RGB: return 3;
     }
     return -1;
 }
@@ -482,7 +493,9 @@ static sdc_status_t check_desc(check_ctx_t *c, const Sdc__TensorHeader *h, size_
     if (dtype_from_wire(t->dtype, &dt) != 0)
         return reject(c, SDC_WIRE_FAULT_DTYPE, "tensor: tensor %zu '%s' has unknown dtype %d", i,
                       t->name, (int)t->dtype);
-    uint32_t allowed = rule->is_mask ? MASK_DTYPES : c->lim->float_dtypes;
+    uint32_t allowed = rule->kind == T_MASK   ? MASK_DTYPES
+                       : rule->kind == T_RGB8 ? 1u << SDC_DTYPE_U8
+                                              : c->lim->float_dtypes;
     if (!(allowed & (1u << dt)))
         return reject(c, SDC_WIRE_FAULT_DTYPE, "tensor: tensor %zu '%s' may not be %s", i, t->name,
                       sdc_dtype_name(dt));

@@ -80,6 +80,8 @@ typedef enum {
  *   prompt_embeds_mask    [rows]                    mask    rows as prompt_embeds
  *   prompt_embeds_2       [rows, text_dim_2]        float   ByT5 states
  *   prompt_embeds_mask_2  [rows]                    mask    rows as prompt_embeds_2
+ *   image                 [grid_h * image_factor, grid_w * image_factor, 3]  U8
+ *                                                   a decoded RGB8 image (to a refiner)
  * with rows <= max_tokens; "float" is any dtype in float_dtypes, "mask" is
  * BOOL, U8, I32 or I64. Cond and uncond text is told apart by Sample.pass.
  */
@@ -98,6 +100,7 @@ typedef struct {
     uint32_t text_dim;        /* LLM embedding width */
     uint32_t text_dim_2;      /* ByT5 embedding width */
     uint32_t float_dtypes;    /* bit (1u << sdc_dtype_t) for each accepted float dtype */
+    uint32_t image_factor;    /* image pixels per latent pixel (the VAE's); 0: no images */
 } sdc_wire_limits_t;
 
 /* The receiver's view of a job: is (job_id, attempt) the attempt it runs?

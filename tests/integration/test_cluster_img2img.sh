@@ -245,7 +245,7 @@ line ", \"init_image\": \"$IMG96\", \"width\": 64" wrong
 expect line_size_mismatch 1 "input image is 96x64 but the job's size is 64x64" -- "$SUBMIT" "${R[@]}" -p "$T/wrong.jsonl" -o "$T/o"
 line ', "init_image": {"bytes": 10, "crc32c": "00000000"}' obj
 expect line_image_not_a_path 1 "'init_image' in a prompts file is the path" -- "$SUBMIT" "${R[@]}" -p "$T/obj.jsonl" -o "$T/o"
-line ', "refine": true' refine
+line ", \"refine\": true, \"refiner_embeds\": \"$G/refiner_pipeline_64x96.safetensors\"" refine
 expect refine_without_refiner 1 "asks for 'refine', but this cluster has no refiner node" -- "$SUBMIT" "${R[@]}" -p "$T/refine.jsonl" -o "$T/o"
 n=$(rcli XLEN sub:jobs)
 [ "$n" = 0 ] && [ -z "$(rcli --scan --pattern 'sub:job:*')" ] && pass bad_input_submits_nothing ||
@@ -263,7 +263,7 @@ n=$(rcli XLEN sub:jobs)
 rc=$(submit bad: "$T/bad.jsonl" "$T/outbad")
 rcli SET bad:job:bad1:image "not an image any more" >/dev/null
 rcli DEL bad:job:bad2:image >/dev/null
-RP="{\"id\":\"ref1\",\"embeds\":\"$E1\",\"width\":64,\"height\":64,\"steps\":2,\"seed\":0,\"trim_text\":true,\"refine\":true}"
+RP="{\"id\":\"ref1\",\"embeds\":\"$E1\",\"width\":64,\"height\":64,\"steps\":2,\"seed\":0,\"trim_text\":true,\"refine\":true,\"refiner_embeds\":\"$G/refiner_pipeline_64x96.safetensors\"}"
 rcli HSET bad:job:ref1 state queued attempt 1 step 0 steps 2 params "$RP" created_ms 1 updated_ms 1 >/dev/null
 rcli XADD bad:jobs '*' id ref1 attempt 1 params "$RP" >/dev/null
 # The cluster takes input images up to 10000 bytes: "big" (12515) is over.

@@ -77,6 +77,9 @@ static void expect_error(const char *text, int blocks, const char *want)
 #define NODES3                                                                           \
     "\"nodes\": [{\"role\": \"coordinator\"}, {\"role\": \"text-encoder\"}, {\"role\": \"vae\"}," \
     " {\"role\": \"dit-stage\", \"stage\": 0}]"
+#define NODES3_REFINER                                                                   \
+    "\"nodes\": [{\"role\": \"coordinator\"}, {\"role\": \"text-encoder\"}, {\"role\": \"vae\"}," \
+    " {\"role\": \"dit-stage\", \"stage\": 0}, {\"role\": \"refiner\"}]"
 
 static void test_errors(void)
 {
@@ -125,6 +128,26 @@ static void test_errors(void)
                  "max_image_bytes must be an integer in 1..536870912");
     expect_error("{\"model\": \"m\", \"max_image_bytes\": \"16M\", \"pipelines\": [{}], " NODES3
                  "}", 4, "max_image_bytes must be an integer");
+    expect_error("{\"model\": \"m\", \"pipelines\": [{}], " NODES3_REFINER "}", 4,
+                 "refiner nodes need 'refiner_model'");
+    expect_error("{\"model\": \"m\", \"refiner_model\": \"r\", \"pipelines\": [{}], " NODES3 "}",
+                 4, "'refiner_model' is set but no node has role refiner");
+}
+
+/* Refiner nodes are optional; with them the file names the refiner model. */
+static void test_refiner_nodes(void)
+{
+    const char *f = "{\"model\": \"m\", \"refiner_model\": \"/r\", \"pipelines\": [{}], "
+                    NODES3_REFINER "}";
+    sdc_cluster_t c;
+    sdc_error_t err = {0};
+    CHECK(sdc_cluster_parse(&c, f, strlen(f), "r.json", 4, &err) == SDC_OK);
+    CHECK(strcmp(c.refiner_model, "/r") == 0);
+    CHECK_EQ_INT(sdc_cluster_find_node(&c, SDC_ROLE_REFINER, -1, -1), 4);
+    CHECK(strcmp(sdc_role_name(SDC_ROLE_REFINER), "refiner") == 0);
+    CHECK_EQ_INT(sdc_role_parse("refiner"), SDC_ROLE_REFINER);
+    CHECK(sdc_cluster_parse(&c, good, strlen(good), "good.json", 4, &err) == SDC_OK);
+    CHECK(c.refiner_model[0] == '\0');
 }
 
 static void test_missing_file(void)
@@ -142,5 +165,6 @@ int main(void)
     RUN(test_deferred_resolve);
     RUN(test_errors);
     RUN(test_missing_file);
+    RUN(test_refiner_nodes);
     TEST_EXIT();
 }

@@ -555,14 +555,33 @@ static void test_params_image(void)
     p.strength = 1;
     CHECK_EQ_INT(sdc_job_params_run_steps(&p), 4);
     sdc_job_params_free(&p);
-    /* Strength defaults to sdc-generate's; refine is written only when set. */
+    /* Strength defaults to sdc-generate's; refine is written only when set,
+     * with the refiner's fields (defaults sdc-generate's, the seed only
+     * when given). */
     const char *in2 = "{\"id\":\"i\",\"embeds\":\"/e\",\"width\":64,\"height\":64,\"steps\":10,"
-                      "\"init_image\":{\"bytes\":1,\"crc32c\":\"ffffffff\"},\"refine\":true}";
+                      "\"init_image\":{\"bytes\":1,\"crc32c\":\"ffffffff\"},\"refine\":true,"
+                      "\"refiner_embeds\":\"/r\"}";
     CHECK_EQ_INT(sdc_job_params_parse(&p, in2, strlen(in2), &err), SDC_OK);
     CHECK(p.strength == SDC_JOB_STRENGTH_DEFAULT && !p.has_strength && p.refine == 1);
+    CHECK(p.refine_steps == 4 && p.refine_guidance == 3.25 && p.refine_strength == 0.25);
+    CHECK(sdc_job_params_refine_seed(&p) == p.seed && !p.has_refine_seed);
     CHECK_EQ_INT(sdc_job_params_run_steps(&p), 6);
+    json = NULL;
     CHECK_EQ_INT(sdc_job_params_to_json(&p, &json, &len, &err), SDC_OK);
-    CHECK_MSG(strstr(json, "\"strength\":0.6,\"refine\":true}"), "%s", json);
+    CHECK_MSG(json && strstr(json, "\"strength\":0.6,\"refine\":true,\"refiner_embeds\":\"/r\","
+                             "\"refine_steps\":4,\"refine_guidance\":3.25,"
+                             "\"refine_strength\":0.25}"), "%s", json);
+    free(json);
+    sdc_job_params_free(&p);
+    const char *in3 = "{\"id\":\"r\",\"prompt\":\"x\",\"seed\":5,\"refine\":true,"
+                      "\"refiner_embeds\":\"/r\",\"refine_steps\":2,\"refine_guidance\":5,"
+                      "\"refine_strength\":0.5,\"refine_seed\":\"18446744073709551615\"}";
+    CHECK_EQ_INT(sdc_job_params_parse(&p, in3, strlen(in3), &err), SDC_OK);
+    CHECK(p.refine_steps == 2 && p.refine_guidance == 5 && p.refine_strength == 0.5);
+    CHECK(sdc_job_params_refine_seed(&p) == UINT64_MAX);
+    json = NULL;
+    CHECK_EQ_INT(sdc_job_params_to_json(&p, &json, &len, &err), SDC_OK);
+    CHECK_MSG(json && strstr(json, "\"refine_seed\":\"18446744073709551615\"}"), "%s", json);
     free(json);
     sdc_job_params_free(&p);
     const char *plain = "{\"id\":\"t\",\"prompt\":\"x\",\"steps\":7}";
@@ -607,6 +626,20 @@ static void test_params_image(void)
          "\"crc32c\":\"00000000\"}}", SDC_ERR_FORMAT, "'init_image.bytes' appears twice"},
         {"{\"id\":\"a\",\"prompt\":\"x\",\"refine\":\"yes\"}", SDC_ERR_FORMAT,
          "'refine' must be a boolean"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refine\":true}", SDC_ERR_INVALID_ARG,
+         "'refine' needs 'refiner_embeds'"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refine_steps\":2}", SDC_ERR_INVALID_ARG,
+         "'refine_steps' goes with 'refine': true"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refiner_embeds\":\"/r\"}", SDC_ERR_INVALID_ARG,
+         "'refiner_embeds' goes with 'refine': true"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refine\":true,\"refiner_embeds\":\"/r\","
+         "\"refine_steps\":0}", SDC_ERR_RANGE, "'refine_steps' must be an integer in 1..1000"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refine\":true,\"refiner_embeds\":\"/r\","
+         "\"refine_guidance\":0}", SDC_ERR_RANGE, "'refine_guidance' 0 must be above 0"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refine\":true,\"refiner_embeds\":\"/r\","
+         "\"refine_strength\":-1}", SDC_ERR_RANGE, "'refine_strength' must be in 0..1"},
+        {"{\"id\":\"a\",\"prompt\":\"x\",\"refine\":true,\"refiner_embeds\":\"/r\","
+         "\"refine_seed\":\"x\"}", SDC_ERR_FORMAT, "'refine_seed' string"},
     };
 #undef IMG
 #undef SIZE
@@ -709,6 +742,13 @@ static void test_state_table(void)
     CHECK(!sdc_job_transition_allowed(SDC_JOB_DONE, SDC_JOB_FAILED));
     CHECK(!sdc_job_transition_allowed(SDC_JOB_FAILED, SDC_JOB_QUEUED));
     CHECK(!sdc_job_transition_allowed(SDC_JOB_DECODING, SDC_JOB_DENOISING));
+    CHECK(sdc_job_transition_allowed(SDC_JOB_DECODING, SDC_JOB_REFINING));
+    CHECK(sdc_job_transition_allowed(SDC_JOB_REFINING, SDC_JOB_DONE));
+    CHECK(sdc_job_transition_allowed(SDC_JOB_REFINING, SDC_JOB_QUEUED));
+    CHECK(sdc_job_transition_allowed(SDC_JOB_REFINING, SDC_JOB_FAILED));
+    CHECK(!sdc_job_transition_allowed(SDC_JOB_DENOISING, SDC_JOB_REFINING));
+    CHECK(!sdc_job_transition_allowed(SDC_JOB_REFINING, SDC_JOB_DECODING));
+    CHECK_EQ_INT(sdc_job_state_parse("refining", 8), SDC_JOB_REFINING);
     CHECK_EQ_INT(sdc_job_state_parse("denoising", 9), SDC_JOB_DENOISING);
     CHECK_EQ_INT(sdc_job_state_parse("denois", 6), -1);
     CHECK(strcmp(sdc_job_state_name(SDC_JOB_FAILED), "failed") == 0);
@@ -1184,6 +1224,12 @@ static void test_double_completion(void)
     CHECK_EQ_INT(sdc_job_start(&q, "race", 1, e.entry_id, "coord-a", 0, &oc, &err), SDC_OK);
     CHECK_EQ_INT(sdc_job_advance(&q, "race", 1, SDC_JOB_DENOISING, 1, &oc, &err), SDC_OK);
     CHECK_EQ_INT(sdc_job_advance(&q, "race", 1, SDC_JOB_DECODING, 0, &oc, &err), SDC_OK);
+    /* The racers complete from refining (a refiner node's completion). */
+    CHECK_EQ_INT(sdc_job_advance(&q, "race", 1, SDC_JOB_REFINING, 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "race", 1, SDC_JOB_REFINING, 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(oc, SDC_JOB_UNCHANGED);
+    CHECK_EQ_INT(sdc_job_advance(&q, "race", 1, SDC_JOB_DENOISING, 1, &oc, &err),
+                 SDC_ERR_INVALID_ARG);
     free(e.params_json);
     for (int i = 0; i < N; i++) {
         pids[i] = fork();
