@@ -108,17 +108,14 @@ sdc_status_t sdc_lg_http_parse_created(const char *body, size_t len,
     return st;
 }
 
-/* state name -> index, "cancelled" included. */
 static int state_index(const char *name)
 {
-    if (strcmp(name, "cancelled") == 0)
-        return SDC_LG_CANCELLED;
     return sdc_job_state_parse(name, strlen(name));
 }
 
 static const char *state_label(int k)
 {
-    return k == SDC_LG_CANCELLED ? "cancelled" : sdc_job_state_name((sdc_job_state_t)k);
+    return sdc_job_state_name((sdc_job_state_t)k);
 }
 
 /* An optional non-negative integer field; absent and null leave *out. */
@@ -142,7 +139,7 @@ static sdc_status_t read_timestamps(const cJSON *o, sdc_lg_status_t *s, sdc_erro
     const int64_t max = (int64_t)1 << 53;
     char key[32];
     sdc_status_t st = opt_int(o, "created_ms", max, &s->created_ms, err);
-    for (int k = 0; k < SDC_LG_STATE_COUNT && st == SDC_OK; k++) {
+    for (int k = 0; k < SDC_JOB_STATE_COUNT && st == SDC_OK; k++) {
         snprintf(key, sizeof(key), "%s_ms", state_label(k));
         st = opt_int(o, key, max, &s->state_ms[k], err);
     }

@@ -233,7 +233,7 @@ static int watch(run_t *x, sdc_lg_job_t *j)
     j->failing_since = 0;
     j->last = s;
     j->attempt = s.attempt;
-    if (s.state == SDC_JOB_FAILED || s.state == SDC_LG_CANCELLED) {
+    if (s.state == SDC_JOB_FAILED || s.state == SDC_JOB_CANCELLED) {
         sdc_lg_err_t kind = s.state == SDC_JOB_FAILED ? SDC_LG_ERR_JOB_FAILED
                                                       : SDC_LG_ERR_JOB_CANCELLED;
         note(x, kind, s.error[0] ? s.error : "no reason given");

@@ -28,9 +28,6 @@
 struct cJSON;
 
 #define SDC_LG_MSG_MAX 256
-/* A state only the HTTP API has: the job was cancelled. */
-#define SDC_LG_CANCELLED SDC_JOB_STATE_COUNT
-#define SDC_LG_STATE_COUNT (SDC_JOB_STATE_COUNT + 1)
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -77,10 +74,10 @@ typedef struct {
  * the epoch on this host's clock (the target corrects for the server's
  * clock where it can measure the offset); 0 when unknown or not reached. */
 typedef struct {
-    int state; /* sdc_job_state_t or SDC_LG_CANCELLED */
+    int state; /* sdc_job_state_t */
     int64_t attempt, step, steps;
     int64_t created_ms;
-    int64_t state_ms[SDC_LG_STATE_COUNT]; /* when the job last entered each state */
+    int64_t state_ms[SDC_JOB_STATE_COUNT]; /* when the job last entered each state */
     char error[SDC_LG_MSG_MAX];
 } sdc_lg_status_t;
 

@@ -361,6 +361,18 @@ fi
 req DELETE "/v1/jobs/$ID" "${AUTH[@]}"
 check cancel_done_refused 409 '"code":"job_finished"'
 
+# sdc-loadgen through the gateway (its HTTP target): every job done, PNGs
+# fetched, the counts in its JSON report.
+printf '%s\n' "$TOK1" >"$T/lg.token"
+chmod 600 "$T/lg.token"
+if timeout 120 "$BIN/sdc-loadgen" --target "http://127.0.0.1:$PORT" --token-file "$T/lg.token" \
+    -c 2 -n 4 --size 64x64 --steps 2 --json "$T/lg.json" >"$T/lg.out" 2>&1 &&
+    [ "$(jq -r '[.phases[0].offered, .phases[0].done, .phases[0].failed] | join(" ")' "$T/lg.json")" = "4 4 0" ]; then
+    pass loadgen_http_target
+else
+    fail loadgen_http_target "$(tail -n 5 "$T/lg.out") $(head -c 300 "$T/lg.json" 2>/dev/null)"
+fi
+
 # Image-to-image through the API: the init image in base64, the result
 # identical to sdc-generate --init-image.
 printf '{"prompt": "a cat", "steps": 3, "seed": 6, "strength": 0.7, "init_image": "data:image/png;base64,%s"}' \

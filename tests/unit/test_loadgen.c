@@ -122,8 +122,8 @@ static void test_http_job(void)
     const char *cancelled = "{\"id\": \"j3\", \"state\": \"cancelled\", \"error\": \"by user\","
                             " \"cancelled_ms\": 12}";
     CHECK_EQ_INT(sdc_lg_http_parse_job(cancelled, strlen(cancelled), "j3", &s, &err), SDC_OK);
-    CHECK(s.state == SDC_LG_CANCELLED && strcmp(s.error, "by user") == 0);
-    CHECK(s.state_ms[SDC_LG_CANCELLED] == 12);
+    CHECK(s.state == SDC_JOB_CANCELLED && strcmp(s.error, "by user") == 0);
+    CHECK(s.state_ms[SDC_JOB_CANCELLED] == 12);
 
     static const struct {
         const char *body, *want;
