@@ -245,12 +245,13 @@ static sdc_status_t validate_refine(const sdc_job_params_t *p, sdc_error_t *err)
                                                                       : "refine_seed");
         return SDC_OK;
     }
-    if (!p->refiner_embeds)
+    /* No refiner_embeds: the refiner node encodes the prompt itself. */
+    if (!p->refiner_embeds && !p->prompt)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "job params: 'refine' needs "
-                             "'refiner_embeds' (the refiner's text conditioning: its own text "
-                             "encoder is not run by the cluster)");
-    sdc_status_t st = check_text("refiner_embeds", p->refiner_embeds, 1, SDC_JOB_EMBEDS_REF_MAX,
-                                 1, err);
+                             "'refiner_embeds' or a 'prompt' (which the refiner node encodes)");
+    sdc_status_t st = p->refiner_embeds ? check_text("refiner_embeds", p->refiner_embeds, 1,
+                                                     SDC_JOB_EMBEDS_REF_MAX, 1, err)
+                                        : SDC_OK;
     if (st != SDC_OK)
         return st;
     if (p->refine_steps < 1 || p->refine_steps > SDC_JOB_REFINE_STEPS_MAX)
@@ -615,7 +616,8 @@ static int add_refine(cJSON *o, const sdc_job_params_t *p)
 {
     char seed[24];
     int ok = cJSON_AddBoolToObject(o, "refine", 1) &&
-             cJSON_AddStringToObject(o, "refiner_embeds", p->refiner_embeds) &&
+             (!p->refiner_embeds ||
+              cJSON_AddStringToObject(o, "refiner_embeds", p->refiner_embeds)) &&
              cJSON_AddNumberToObject(o, "refine_steps", p->refine_steps) &&
              cJSON_AddNumberToObject(o, "refine_guidance", p->refine_guidance) &&
              cJSON_AddNumberToObject(o, "refine_strength", p->refine_strength);

@@ -14,13 +14,16 @@
  * in state refining; the coordinator requeues it after --job-timeout
  * without progress (a send that fails is a lost job, requeued at once).
  *
- * Not here: the refiner's own text encoder. The conditioning comes from
- * the job's refiner_embeds file (refiner_conditioning is the one place to
- * change when the node encodes the prompt itself).
+ * Conditioning: the job's refiner_embeds file when it names one, else the
+ * job's prompt (and negative prompt) through the refiner's own text encoder
+ * (the refiner profile: its template, 256 tokens), which the node loads at
+ * start when the refiner directory has one, as sdc-generate --refiner -p
+ * does.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cluster/rt_internal.h"
 #include "common/log.h"
@@ -28,9 +31,11 @@
 #include "common/timer.h"
 #include "model/embeds.h"
 #include "model/refiner.h"
+#include "model/text_encoder.h"
 
 typedef struct {
     sdc_refiner_t *rf;
+    sdc_text_encoder_t *te; /* NULL: the refiner directory has no text encoder */
     sdc_rt_msg_t *q_head, *q_tail;
     sdc_rt_retired_t done;
     int n_queued;
@@ -38,10 +43,18 @@ typedef struct {
 } refiner_t;
 
 /* The refiner's text conditioning of job p: its refiner_embeds file, at the
- * refiner transformer's widths. */
+ * refiner transformer's widths, or its prompt encoded by the node. */
 static sdc_status_t refiner_conditioning(const refiner_t *r, const sdc_job_params_t *p,
                                          sdc_embeds_t *out, sdc_error_t *err)
 {
+    if (!p->refiner_embeds && !r->te)
+        return sdc_error_set(err, SDC_ERR_INVALID_ARG, "the refiner model has no text encoder: "
+                             "a refine job needs 'refiner_embeds' here");
+    if (!p->refiner_embeds)
+        return sdc_refiner_encode_text(r->te, &r->rf->guider, p->prompt, strlen(p->prompt),
+                                       p->negative_prompt,
+                                       p->negative_prompt ? strlen(p->negative_prompt) : 0,
+                                       p->refine_steps, out, NULL, err);
     const sdc_dit_config_t *dc = sdc_dit_config(r->rf->dit);
     sdc_status_t st = sdc_embeds_load(out, p->refiner_embeds, dc->text_embed_dim,
                                       dc->text_embed_2_dim, err);
@@ -224,7 +237,14 @@ static sdc_status_t open_refiner(sdc_rt_t *rt, void **state, sdc_error_t *err)
     sdc_status_t st = sdc_refiner_open(&r->rf, rt->be, rt->cf->refiner_model, err);
     if (st != SDC_OK)
         return sdc_error_wrap(err, "refiner_model");
-    SDC_INFO("%s: refiner %s loaded", rt->id, rt->cf->refiner_model);
+    char te_config[4096];
+    snprintf(te_config, sizeof(te_config), "%s/text_encoder/config.json", rt->cf->refiner_model);
+    if (access(te_config, F_OK) == 0) {
+        if ((st = sdc_refiner_text_open(rt->be, rt->cf->refiner_model, &r->te, err)) != SDC_OK)
+            return sdc_error_wrap(err, "refiner_model text encoder");
+    }
+    SDC_INFO("%s: refiner %s loaded (%s)", rt->id, rt->cf->refiner_model,
+             r->te ? "with its text encoder" : "no text encoder: jobs bring refiner_embeds");
     return SDC_OK;
 }
 
@@ -233,6 +253,7 @@ static void close_refiner(sdc_rt_t *rt, void *state)
     (void)rt;
     refiner_t *r = state;
     sdc_rt_msg_list_free(&r->q_head);
+    sdc_text_encoder_free(r->te);
     sdc_refiner_free(r->rf);
     free(r);
 }

@@ -35,13 +35,43 @@ static sdc_status_t sub_path(char *buf, size_t cap, const char *dir, const char 
     return SDC_OK;
 }
 
+sdc_status_t sdc_refiner_encode_text(sdc_text_encoder_t *te, const sdc_guider_config_t *g,
+                                     const char *prompt, size_t len, const char *negative,
+                                     size_t negative_len, int steps, sdc_embeds_t *out,
+                                     sdc_text_info_t *info, sdc_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    sdc_status_t st = sdc_text_encoder_encode(te, prompt, len, &out->pos, info, err);
+    /* The pipeline encodes the negative prompt ("" when none) only when
+     * its guider makes an unconditional pass. */
+    if (st == SDC_OK && g->kind != SDC_GUIDER_NONE && sdc_guider_needs_uncond(g, steps)) {
+        st = sdc_text_encoder_encode(te, negative ? negative : "", negative ? negative_len : 0,
+                                     &out->neg, NULL, err);
+        out->has_neg = st == SDC_OK;
+    }
+    if (st != SDC_OK) sdc_embeds_free(out);
+    return st;
+}
+
+sdc_status_t sdc_refiner_text_open(sdc_backend_t *be, const char *model_dir,
+                                   sdc_text_encoder_t **te, sdc_error_t *err)
+{
+    char path[4096];
+    sdc_dit_config_t dc;
+    sdc_status_t st;
+    *te = NULL;
+    if ((st = sub_path(path, sizeof(path), model_dir, "transformer/config.json", err)) ||
+        (st = sdc_dit_config_load(&dc, path, err)))
+        return st;
+    return sdc_text_encoder_open_profile(te, be, model_dir, &sdc_text_profile_refiner,
+                                         dc.text_embed_dim, dc.text_embed_2_dim, err);
+}
+
 sdc_status_t sdc_refiner_encode_prompt(sdc_backend_t *be, const char *model_dir,
                                        const char *prompt, size_t len, const char *negative,
                                        size_t negative_len, int steps, sdc_embeds_t *out,
                                        sdc_text_info_t *info, sdc_error_t *err)
 {
-    char path[4096];
-    sdc_dit_config_t dc;
     sdc_guider_config_t g, ocr;
     sdc_text_encoder_t *te = NULL;
     sdc_status_t st;
@@ -49,25 +79,14 @@ sdc_status_t sdc_refiner_encode_prompt(sdc_backend_t *be, const char *model_dir,
     if (!be || !model_dir)
         return sdc_error_set(err, SDC_ERR_INVALID_ARG, "refiner: NULL argument");
     if ((st = sdc_refiner_check_dir(model_dir, err)) ||
-        (st = sub_path(path, sizeof(path), model_dir, "transformer/config.json", err)) ||
-        (st = sdc_dit_config_load(&dc, path, err)) ||
         (st = sdc_pipeline_load_guiders(model_dir, &g, &ocr, err)) ||
-        (st = sdc_text_encoder_open_profile(&te, be, model_dir, &sdc_text_profile_refiner,
-                                            dc.text_embed_dim, dc.text_embed_2_dim, err)))
+        (st = sdc_refiner_text_open(be, model_dir, &te, err)))
         return st;
-    st = sdc_text_encoder_encode(te, prompt, len, &out->pos, info, err);
-    /* The pipeline encodes the negative prompt ("" when none) only when
-     * its guider makes an unconditional pass. */
-    if (st == SDC_OK && g.kind != SDC_GUIDER_NONE && sdc_guider_needs_uncond(&g, steps)) {
-        st = sdc_text_encoder_encode(te, negative ? negative : "", negative ? negative_len : 0,
-                                     &out->neg, NULL, err);
-        out->has_neg = st == SDC_OK;
-    }
+    st = sdc_refiner_encode_text(te, &g, prompt, len, negative, negative_len, steps, out, info,
+                                 err);
     sdc_text_encoder_free(te);
-    if (st != SDC_OK) sdc_embeds_free(out);
     return st;
 }
-
 
 static sdc_status_t refiner_load(sdc_refiner_t *r, const char *dir, sdc_error_t *err)
 {

@@ -83,6 +83,18 @@ sdc_status_t sdc_refiner_encode_prompt(sdc_backend_t *be, const char *model_dir,
                                        size_t negative_len, int steps, sdc_embeds_t *out,
                                        sdc_text_info_t *info, sdc_error_t *err);
 
+/* The same in two halves, for a process that keeps the encoder (a refiner
+ * node): sdc_refiner_text_open opens model_dir's text encoder with the
+ * refiner profile at its transformer's widths; sdc_refiner_encode_text
+ * encodes with it, g (the refiner's guider) deciding whether the negative
+ * prompt is needed. */
+sdc_status_t sdc_refiner_text_open(sdc_backend_t *be, const char *model_dir,
+                                   sdc_text_encoder_t **te, sdc_error_t *err);
+sdc_status_t sdc_refiner_encode_text(sdc_text_encoder_t *te, const sdc_guider_config_t *g,
+                                     const char *prompt, size_t len, const char *negative,
+                                     size_t negative_len, int steps, sdc_embeds_t *out,
+                                     sdc_text_info_t *info, sdc_error_t *err);
+
 typedef struct {
     char *model_dir;
     sdc_backend_t *be;

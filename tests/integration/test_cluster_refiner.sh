@@ -172,7 +172,7 @@ line() { printf '{"id": "x", "embeds": "%s", "steps": 2%s}\n' "$E1" "$1" >"$T/$2
 line ", \"refine\": true, \"refiner_embeds\": \"$RE\"" ok
 expect submit_no_refiner_node 1 "asks for 'refine', but this cluster has no refiner node" -- "$SUBMIT" "${R[@]}" -p "$T/ok.jsonl" -o "$T/o"
 line ', "refine": true' noemb
-expect refine_without_embeds 1 "'refine' needs 'refiner_embeds'" -- "$SUBMIT" "${R[@]}" -p "$T/noemb.jsonl" -o "$T/o"
+expect refine_without_embeds 1 "'refine' needs 'refiner_embeds' or a 'prompt'" -- "$SUBMIT" "${R[@]}" -p "$T/noemb.jsonl" -o "$T/o"
 line ", \"refine\": true, \"refiner_embeds\": \"$T/nope.safetensors\"" missing
 expect refiner_embeds_missing 1 "refiner_embeds: embeds file .*nope.safetensors" -- "$SUBMIT" "${R[@]}" -p "$T/missing.jsonl" -o "$T/o"
 line ", \"refine\": true, \"refiner_embeds\": \"$RE\", \"refine_steps\": 0" steps0
@@ -186,7 +186,7 @@ expect refine_field_without_refine 1 "'refine_steps' goes with 'refine': true" -
 line '' plain
 expect flag_without_refine 2 "need --refine" -- "$SUBMIT" "${R[@]}" -p "$T/plain.jsonl" -o "$T/o" --refine-steps 2
 expect flag_guidance_zero 2 "--refine-guidance must be above 0" -- "$SUBMIT" "${R[@]}" -p "$T/plain.jsonl" -o "$T/o" --refine --refine-guidance 0
-expect flag_refine_without_embeds 1 "'refine' needs 'refiner_embeds'" -- "$SUBMIT" "${R[@]}" -p "$T/plain.jsonl" -o "$T/o" --refine
+expect flag_refine_without_embeds 1 "'refine' needs 'refiner_embeds' or a 'prompt'" -- "$SUBMIT" "${R[@]}" -p "$T/plain.jsonl" -o "$T/o" --refine
 n=$(rcli XLEN sub:jobs)
 [ "$n" = 0 ] && [ -z "$(rcli --scan --pattern 'sub:job:*')" ] && pass bad_input_submits_nothing ||
     fail bad_input_submits_nothing "$n stream entries"
@@ -234,6 +234,10 @@ if grep -q "done (refined" "$T/c.5.log" && grep -q "done (refined" "$T/c.6.log";
 else
     fail two_refiners_share "refiner logs: $(grep -c 'done (refined' "$T/c.5.log") / $(grep -c 'done (refined' "$T/c.6.log")"
 fi
+for _ in $(seq 1 100); do # the batch may finish before this job's failure lands
+    [ "$(rcli HGET c:job:badre state)" = failed ] && break
+    sleep 0.1
+done
 state=$(rcli HGET c:job:badre state)
 err=$(rcli HGET c:job:badre error)
 if [ "$state" = failed ] && grep -q "refiner_embeds" <<<"$err" && rcli XRANGE c:dead - + | grep -qx badre; then
@@ -289,6 +293,27 @@ else
     fail refiner_death_requeued "exit $rc, killed in state '$seen', attempt $(rcli HGET k:job:long attempt): $(tail -c 300 "$T/outl.submit.log")"
 fi
 stop_all k k_stop
+
+# ---- a prompt job: the refiner node encodes the prompt with the refiner's text encoder --
+
+MT="$DATA/tiny-hunyuanimage-text"
+"$BIN/sdc-generate" -m "$MT" -p 'a red fox, "SDC"' -W 64 -H 64 -s 2 -S 21 -q --refiner "$RM" \
+    -o "$T/ref/tp.png" 2>>"$T/ref.log"
+printf '{"id": "tp", "prompt": "a red fox, \\"SDC\\"", "width": 64, "height": 64, "steps": 2, "seed": 21, "refine": true}\n' \
+    >"$T/tp.jsonl"
+M="$MT" cluster t t: 1
+start_all t
+for _ in $(seq 1 200); do
+    [ -n "$(rcli --scan --pattern 't:node:refiner-*')" ] && break
+    sleep 0.1
+done
+rc=$(submit t: "$T/tp.jsonl" "$T/outt" --wait -T 60)
+if [ "$rc" = 0 ] && [ -f "$T/ref/tp.png" ]; then
+    same refine_prompt_encoded_by_node "$T/outt" tp
+else
+    fail refine_prompt_encoded_by_node "exit $rc: $(tail -c 300 "$T/outt.submit.log")"
+fi
+stop_all t t_stop
 
 # ---- a refine job that reaches a cluster without refiner nodes: failed, with the reason --
 
