@@ -45,9 +45,11 @@
 #define COORD_TAKEOVER_MAX 10000
 #define COORD_CLAIM_IDLE_S 0.02
 #define COORD_BATCH_CHECK_S 1.0
-/* A job lost in transit is requeued after this long: a node restarted by
- * its supervisor has registered its new address by then. */
-#define COORD_LOST_DELAY_S 2.0
+/* A job lost in transit is requeued after this long (its pipeline takes no
+ * new job for --dead-after meanwhile: time for the registry to show whether
+ * a node died), and a job adopted while encoding with no text encoder
+ * holding it is taken as lost after this long. */
+#define COORD_LOST_DELAY_S 0.5
 
 typedef struct {
     char id[SDC_JOB_ID_MAX + 1];
@@ -82,6 +84,9 @@ typedef struct {
     double watched;           /* last successful registry read */
     node_watch_t nodes[SDC_CF_MAX_NODES];
     int placeable[SDC_CF_MAX_PIPELINES]; /* every stage alive, none draining */
+    /* A stage reported a job lost: the pipeline takes nothing new until
+     * then (time for the registry to show whether a node died). */
+    double suspect_until[SDC_CF_MAX_PIPELINES];
     int own_pending;          /* own entries were skipped while one was held */
     char run_id[48];          /* the Redis server's, "" until read */
     cjob_t *jobs;
@@ -179,6 +184,11 @@ static int serves(const sdc_cf_pipeline_t *p, int w, int h)
     return 0;
 }
 
+static int open_for_jobs(const coord_t *c, int p)
+{
+    return c->placeable[p] && sdc_now() >= c->suspect_until[p];
+}
+
 /* 1 when node i can take new work: alive and not draining. */
 static int usable(const coord_t *c, int i)
 {
@@ -204,7 +214,7 @@ static int pick_pipeline(const sdc_rt_t *rt, const coord_t *c, int w, int h)
             continue;
         if (best == -2)
             best = -1;
-        if (c->inflight[p] >= c->capacity[p] || !c->placeable[p] || !any_text_encoder(c))
+        if (c->inflight[p] >= c->capacity[p] || !open_for_jobs(c, p) || !any_text_encoder(c))
             continue;
         if (best < 0 || (long)c->inflight[p] * c->capacity[best] <
                             (long)c->inflight[best] * c->capacity[p])
@@ -216,7 +226,7 @@ static int pick_pipeline(const sdc_rt_t *rt, const coord_t *c, int w, int h)
 static int room(const coord_t *c, int n_pipelines)
 {
     for (int p = 0; p < n_pipelines; p++)
-        if (c->inflight[p] < c->capacity[p] && c->placeable[p])
+        if (c->inflight[p] < c->capacity[p] && open_for_jobs(c, p))
             return any_text_encoder(c);
     return 0;
 }
@@ -912,6 +922,8 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
             SDC_WARN("%s: job %s attempt %u lost: %s", rt->id, j->id, j->attempt, e->message);
             if (j->lost_at <= 0) {
                 j->lost_at = sdc_now();
+                if (j->pipeline >= 0 && j->pipeline < rt->cf->n_pipelines)
+                    c->suspect_until[j->pipeline] = j->lost_at + rt->o.dead_after_ms / 1000.0;
                 snprintf(j->lost_why, sizeof(j->lost_why), "%s", e->message);
             }
         } else {
