@@ -76,6 +76,7 @@ SOCK=$T/redis.sock
 redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --save "" --appendonly yes \
     --appendfsync everysec --dir "$T" --loglevel warning >"$T/redis.log" 2>&1 &
 PIDS+=($!)
+disown $! # killed by cleanup; no job report
 for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || die "redis-server did not start: $(tail -c 300 "$T/redis.log")"
 rcli() { redis-cli -s "$SOCK" "$@"; }
