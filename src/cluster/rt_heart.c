@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -71,7 +72,14 @@ sdc_status_t sdc_rt_heart_start(sdc_rt_heart_t **out, const sdc_redis_opts_t *ro
         goto err_free;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
-    if (pthread_create(&h->thread, NULL, beat, h) != 0) {
+    /* SIGTERM and SIGINT belong to the main thread, which drains: the
+     * thread starts with every signal blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&h->thread, NULL, beat, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
         st = sdc_error_set(err, SDC_ERR_IO, "cannot start the heartbeat thread");
         goto err_close;
     }
