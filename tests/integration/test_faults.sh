@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test_faults.sh: fault tolerance of the cluster with real processes and a
 # real redis-server (append-only file on, in this test's temporary
-# directory). For each role in turn (text encoder, DiT stage 0, last DiT
-# stage, VAE, the leading coordinator, Redis itself) a process is killed
+# directory). For each role in turn (text encoder, DiT stage 0, a middle and
+# a last DiT stage, VAE, the leading coordinator, Redis) a process is killed
 # with SIGKILL in the middle of a 200-job batch; it is restarted, or not
 # while a spare takes its work (a second pipeline, a standby coordinator).
 # Every batch must end with 200/200 images, each job done exactly once
@@ -186,19 +186,22 @@ check_batch() {
 
 # ---- kill -9 of each role in a 200-job batch --------------------------------------
 
-# Nodes: 0, 1 coordinators; 2 text encoder; 3, 4 pipeline p0; 5, 6 pipeline p1; 7 VAE.
+# Nodes: 0, 1 coordinators; 2 text encoder; 3, 4, 5 pipeline p0 (three
+# stages); 6, 7 pipeline p1; 8 VAE.
 cat >"$T/f.json" <<EOF
 {"redis": "$REDIS", "prefix": "f:", "model": "$MD", "micro_batch": 4,
- "pipelines": [{"name": "p0", "stages": 2}, {"name": "p1", "stages": 2}],
+ "pipelines": [{"name": "p0", "stages": 3}, {"name": "p1", "stages": 2}],
  "nodes": [{"role": "coordinator"}, {"role": "coordinator"}, {"role": "text-encoder"},
            {"role": "dit-stage", "pipeline": "p0", "stage": 0}, {"role": "dit-stage", "pipeline": "p0", "stage": 1},
+           {"role": "dit-stage", "pipeline": "p0", "stage": 2},
            {"role": "dit-stage", "pipeline": "p1", "stage": 0}, {"role": "dit-stage", "pipeline": "p1", "stage": 1},
            {"role": "vae"}]}
 EOF
-for i in 0 1 2 3 4 5 6 7; do start f "$i"; done
+NF=9
+for i in $(seq 0 $((NF - 1))); do start f "$i"; done
 STEPS=3
-VAE_LOGS=("$T/f.7.log")
-if ! wait_registered f f: 8; then
+VAE_LOGS=("$T/f.8.log")
+if ! wait_registered f f: $NF; then
     fail fault_cluster_start "nodes did not register: $(tail -n 3 "$T"/f.*.log)"
     exit 0
 fi
@@ -226,7 +229,7 @@ fault() {
     fi
     check_batch "$case" f: "$tag" "$N" "${VAE_LOGS[@]}"
     echo "# $case: $(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }') s"
-    [ "$mode" = spare ] && wait_registered f f: 8
+    [ "$mode" = spare ] && wait_registered f f: $NF
 }
 
 fault kill_text_encoder te 2 restart
@@ -235,8 +238,9 @@ grep -q "text-encoder-2 died" "$T/f.0.log" "$T/f.1.log" && pass text_encoder_dea
 fault kill_first_stage s0 3 spare
 grep -q "dit-stage-3 died" "$T/f.0.log" "$T/f.1.log" &&
     pass first_stage_death_detected || fail first_stage_death_detected "no 'dit-stage-3 died' in the coordinators' logs"
-fault kill_last_stage s1 6 spare
-fault kill_vae vae 7 restart
+fault kill_middle_stage sm 4 spare
+fault kill_last_stage s1 7 spare
+fault kill_vae vae 8 restart
 LEAD=$(leader)
 fault kill_coordinator co "$LEAD" spare
 NEW=$(leader)
@@ -250,7 +254,7 @@ NEW=$(leader)
 batch dr "$N" "$STEPS"
 rc=$(submit f: dr)
 wait_done f: dr $((N / 5)) 60
-DRAINED=${NODE_PID[f.4]}
+DRAINED=${NODE_PID[f.5]}
 kill -TERM "$DRAINED"
 rc=$(submit f: dr --wait -T 100)
 for _ in $(seq 1 200); do kill -0 "$DRAINED" 2>/dev/null || break; sleep 0.1; done
@@ -258,15 +262,15 @@ wait "$DRAINED" 2>/dev/null
 drc=$?
 if [ "$rc" = 0 ]; then
     check_batch drain_batch_complete f: dr "$N" "${VAE_LOGS[@]}"
-    [ "$drc" = 0 ] && [ "$(rcli EXISTS f:node:dit-stage-4)" = 0 ] && [ "$REQUEUED" = 0 ] &&
-        grep -q "draining" "$T/f.4.log" && grep -q "pipeline p0 out of placement: dit-stage-4 is draining" "$T/f.$(leader).log" &&
+    [ "$drc" = 0 ] && [ "$(rcli EXISTS f:node:dit-stage-5)" = 0 ] && [ "$REQUEUED" = 0 ] &&
+        grep -q "draining" "$T/f.5.log" && grep -q "pipeline p0 out of placement: dit-stage-5 is draining" "$T/f.$(leader).log" &&
         pass sigterm_drains_stage ||
-        fail sigterm_drains_stage "exit $drc, registered $(rcli EXISTS f:node:dit-stage-4), $REQUEUED requeued: $(tail -n 2 "$T/f.4.log")"
+        fail sigterm_drains_stage "exit $drc, registered $(rcli EXISTS f:node:dit-stage-5), $REQUEUED requeued: $(tail -n 2 "$T/f.5.log")"
 else
     fail drain_batch_complete "sdc-submit --wait exit $rc: $(tail -c 300 "$T/dr.submit.log")"
 fi
-start f 4
-wait_registered f f: 8
+start f 5
+wait_registered f f: $NF
 
 # ---- max attempts: the dead-letter stream, with the reason --------------------------
 
@@ -295,22 +299,23 @@ for i in 0 1 3; do kill9 dl "$i"; done
 
 # ---- checkpoints: a guided job resumes where it was, bit-identical ------------------
 
-# ckpt CASE NAME MODEL EMBEDS W H: two stages, --checkpoint-every 2; the last
-# stage is killed past step 5 (of 100) and restarted.
+# ckpt CASE NAME MODEL EMBEDS W H: three stages, --checkpoint-every 2; the
+# last stage is killed past step 5 (of 100) and restarted; the middle stage
+# learns the resumed attempt from its first samples.
 ckpt() {
     local case=$1 name=$2 model=$3 embeds=$4 w=$5 h=$6 steps=100 step="" i
     cat >"$T/$name.json" <<EOF2
 {"redis": "$REDIS", "prefix": "$name:", "model": "$model",
- "pipelines": [{"name": "p0", "stages": 2}],
+ "pipelines": [{"name": "p0", "stages": 3}],
  "nodes": [{"role": "coordinator"}, {"role": "text-encoder"}, {"role": "dit-stage", "stage": 0},
-           {"role": "dit-stage", "stage": 1}, {"role": "vae"}]}
+           {"role": "dit-stage", "stage": 1}, {"role": "dit-stage", "stage": 2}, {"role": "vae"}]}
 EOF2
     "$BIN/sdc-generate" -m "$model" -e "$embeds" -W "$w" -H "$h" -s $steps -S 77 -q -t 1 \
         -o "$T/ref-$name.png" 2>>"$T/ref.log"
     start "$name" 0
-    for i in 1 2 3 4; do start "$name" "$i" --checkpoint-every 2; done
+    for i in 1 2 3 4 5; do start "$name" "$i" --checkpoint-every 2; done
     echo "{\"id\": \"$name\", \"embeds\": \"$embeds\", \"width\": $w, \"height\": $h, \"steps\": $steps, \"seed\": 77}" >"$T/$name.jsonl"
-    if ! wait_registered "$name" "$name:" 5 || [ "$(submit "$name:" "$name")" != 0 ]; then
+    if ! wait_registered "$name" "$name:" 6 || [ "$(submit "$name:" "$name")" != 0 ]; then
         fail "$case" "cluster did not start: $(tail -n 3 "$T/$name".*.log)"
         return
     fi
@@ -319,12 +324,12 @@ EOF2
         [ "${step:-0}" -ge 5 ] 2>/dev/null && break
         sleep 0.01
     done
-    kill9 "$name" 3
-    start "$name" 3 --checkpoint-every 2
+    kill9 "$name" 4
+    start "$name" 4 --checkpoint-every 2
     local rc from0 from3
     rc=$(submit "$name:" "$name" --wait -T 60)
     from0=$(grep -o "job $name attempt 2 resumes at step [0-9]*" "$T/$name.2.log" | awk '{ print $NF }')
-    from3=$(grep -o "job $name attempt 2 resumes at step [0-9]*" "$T/$name.3.log" | awk '{ print $NF }')
+    from3=$(grep -o "job $name attempt 2 resumes at step [0-9]*" "$T/$name.4.log" | awk '{ print $NF }')
     if [ "$rc" = 0 ] && [ "$(rcli HGET "$name:job:$name" attempt)" = 2 ] && [ "${from0:-0}" -ge 2 ] &&
         [ "$from0" = "$from3" ] && [ "$(rcli EXISTS "$name:ckpt:$name")" = 0 ] &&
         cmp -s "$T/ref-$name.png" "$T/out-$name/$name.png"; then
@@ -333,7 +338,7 @@ EOF2
     else
         fail "$case" "exit $rc, killed past step ${step:-?}, attempt $(rcli HGET "$name:job:$name" attempt), resumed at '$from0'/'$from3', $(cmp "$T/ref-$name.png" "$T/out-$name/$name.png" 2>&1)"
     fi
-    for i in 0 1 2 3 4; do kill9 "$name" "$i"; done
+    for i in 0 1 2 3 4 5; do kill9 "$name" "$i"; done
 }
 ckpt checkpoint_resume_apg ck "$DATA/tiny-hunyuanimage" "$DATA/goldens/pipeline_apg_64x64.safetensors" 64 64
 ckpt checkpoint_resume_cfg ckc "$DATA/tiny-hunyuanimage-cfg" "$DATA/goldens/pipeline_cfg_96x64.safetensors" 96 64
