@@ -247,6 +247,8 @@ echo "wrote $OUT"
 
 # Cluster benchmarks: coordinator overhead and pipeline efficiency (bench/cluster.sh).
 bench/cluster.sh all || echo "bench: a cluster benchmark did not run (see above)"
+# Fault tolerance: kill -9 of a DiT stage -> the first requeued job's next step.
+bench/recovery.sh || echo "bench: the recovery benchmark did not run (see above)"
 
 # Text side and transport: tokenizer vs HF tokenizers, LLM encoder vs
 # transformers, UCX path vs ucx_perftest.

@@ -116,8 +116,9 @@ static sdc_status_t show_nodes(sdc_redis_t *r, int tsv, sdc_error_t *err)
         print_place(p, sizeof(p), nodes[i].pipeline);
         print_place(s, sizeof(s), nodes[i].stage);
         fmt_age(age, sizeof(age), now - nodes[i].heartbeat_ms);
-        printf("  %-24s %-13s %8s %5s %8.2f  %s\n", nodes[i].id,
-               sdc_node_role_name(nodes[i].role), p, s, nodes[i].load, age);
+        printf("  %-24s %-13s %8s %5s %8.2f  %s%s\n", nodes[i].id,
+               sdc_node_role_name(nodes[i].role), p, s, nodes[i].load, age,
+               nodes[i].draining ? " (draining)" : "");
     }
 out:
     sdc_nodes_free(nodes, n);

@@ -953,6 +953,15 @@ static const sdc_redis_script_t script_submit = {
     "return 'added'\n",
 };
 
+/* KEYS job. ARGV 1 attempt, 2 node id, 3 state, 4 field. */
+static const sdc_redis_script_t script_holder = {
+    "holder",
+    "local s = redis.call('HMGET', KEYS[1], 'state', 'attempt')\n"
+    "if s[1] ~= ARGV[3] or s[2] ~= ARGV[1] then return 0 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[4], ARGV[1] .. ':' .. ARGV[2])\n"
+    "return 1\n",
+};
+
 /* ---- queue --------------------------------------------------------------- */
 
 /* A string reply equal to s (binary-safe). */
@@ -1379,6 +1388,10 @@ typedef struct {
     sdc_job_state_t reached; /* the job's state afterwards, when applied */
 } transition_t;
 
+/* The one transition whose sources are not the state machine's: a
+ * reattempt also leaves queued (sdc_job_reattempt). */
+static const char op_reattempt[] = "reattempt";
+
 static const char *elem_str(const redisReply *rep, size_t i)
 {
     if (i >= rep->elements || rep->element[i]->type != REDIS_REPLY_STRING)
@@ -1457,6 +1470,9 @@ static sdc_status_t transition(sdc_jobs_t *q, const sdc_redis_script_t *s, trans
         return sdc_error_set(err, SDC_ERR_INTERNAL, "%s: too many script arguments", t->op);
     snprintf(attempt, sizeof(attempt), "%" PRId64, t->attempt);
     sources_of(t->to, sources, sizeof(sources));
+    if (t->op == op_reattempt)
+        snprintf(sources + strlen(sources), sizeof(sources) - strlen(sources), " %s",
+                 state_names[SDC_JOB_QUEUED]);
     snprintf(cap, sizeof(cap), "%ld", q->events_maxlen);
     args[0] = attempt, args[1] = sources, args[2] = cap;
     for (int i = 0; i < 3; i++)
@@ -1603,6 +1619,13 @@ sdc_status_t sdc_job_cancel(sdc_jobs_t *q, const char *id, sdc_job_state_t *stat
     return st;
 }
 
+sdc_status_t sdc_job_reattempt(sdc_jobs_t *q, const char *id, int64_t attempt,
+                               const char *reason, sdc_job_outcome_t *outcome, sdc_error_t *err)
+{
+    transition_t t = {op_reattempt, id, attempt, SDC_JOB_QUEUED, SDC_JOB_QUEUED};
+    return fail_or_requeue(q, &script_requeue, &t, reason, 1000, outcome, err);
+}
+
 /* ---- reading --------------------------------------------------------------- */
 
 static sdc_status_t field_int(const redisReply *v, const char *id, const char *name, int64_t lo,
@@ -1665,8 +1688,27 @@ static sdc_status_t status_field(sdc_job_status_t *s, const char *id, const redi
         copy_str(v, s->error, sizeof(s->error));
     } else if (reply_is(name, "result")) {
         s->has_result = 1;
+    } else if (reply_is(name, "encoder")) {
+        /* "<attempt>:<node>"; kept until the attempt is known, see sdc_job_get */
+        copy_str(v, s->encoder, sizeof(s->encoder));
+    } else if (reply_is(name, "decoder")) {
+        copy_str(v, s->decoder, sizeof(s->decoder));
     }
     return st;
+}
+
+/* A holder field names an attempt: only the current one's counts. */
+static void holder_current(const sdc_job_status_t *s, char *holder)
+{
+    char *colon = strchr(holder, ':');
+    char want[24];
+    snprintf(want, sizeof(want), "%" PRId64, s->attempt);
+    if (!colon || (size_t)(colon - holder) != strlen(want) ||
+        strncmp(holder, want, strlen(want)) != 0) {
+        holder[0] = '\0';
+        return;
+    }
+    memmove(holder, colon + 1, strlen(colon + 1) + 1);
 }
 
 sdc_status_t sdc_job_get(sdc_jobs_t *q, const char *id, sdc_job_status_t *s, sdc_error_t *err)
@@ -1700,7 +1742,43 @@ sdc_status_t sdc_job_get(sdc_jobs_t *q, const char *id, sdc_job_status_t *s, sdc
     if (st == SDC_OK && seen != 3)
         st = sdc_error_set(err, SDC_ERR_FORMAT, "job %s: hash without %s", id,
                            seen & 1 ? "attempt" : "state");
+    if (st == SDC_OK) {
+        holder_current(s, s->encoder);
+        holder_current(s, s->decoder);
+    }
 out:
+    sdc_redis_reply_free(rep);
+    return st;
+}
+
+sdc_status_t sdc_job_set_holder(sdc_jobs_t *q, const char *id, int64_t attempt,
+                                sdc_job_state_t state, const char *node, int *stored,
+                                sdc_error_t *err)
+{
+    job_keys_t k;
+    char att[24];
+    redisReply *rep;
+    *stored = 0;
+    sdc_status_t st = job_keys(q, id, &k, err);
+    if (st == SDC_OK)
+        st = sdc_job_id_check(node, "node id", err);
+    if (st == SDC_OK && state != SDC_JOB_ENCODING && state != SDC_JOB_DECODING)
+        st = sdc_error_set(err, SDC_ERR_INVALID_ARG, "job %s: only encoding and decoding have "
+                           "holders", id);
+    if (st != SDC_OK)
+        return st;
+    snprintf(att, sizeof(att), "%" PRId64, attempt);
+    const char *field = state == SDC_JOB_ENCODING ? "encoder" : "decoder";
+    const char *keys[] = {k.job};
+    size_t klen[] = {strlen(k.job)};
+    const char *args[] = {att, node, state_names[state], field};
+    size_t alen[] = {strlen(att), strlen(node), strlen(state_names[state]), strlen(field)};
+    st = sdc_redis_eval(q->r, &script_holder, 1, keys, klen, 4, args, alen, &rep, err);
+    if (st != SDC_OK)
+        return sdc_error_wrap(err, "job %s: recording its %s", id, field);
+    st = sdc_redis_expect(rep, REDIS_REPLY_INTEGER, "holder script", err);
+    if (st == SDC_OK)
+        *stored = rep->integer == 1;
     sdc_redis_reply_free(rep);
     return st;
 }
@@ -1920,8 +1998,9 @@ static sdc_status_t node_register_fn(sdc_redis_t *r, void *vctx, sdc_error_t *er
     if (st == SDC_OK)
         st = expect_status(r, "HSET node", err,
                            "HSET %s role %s address %b pipeline %d stage %d load %s "
-                           "heartbeat_ms %lld", c->key, sdc_node_role_name(n->role), addr,
-                           n->address_len, n->pipeline, n->stage, load, (long long)wall_ms());
+                           "heartbeat_ms %lld draining %d", c->key, sdc_node_role_name(n->role),
+                           addr, n->address_len, n->pipeline, n->stage, load,
+                           (long long)wall_ms(), n->draining ? 1 : 0);
     if (st == SDC_OK)
         st = expect_status(r, "PEXPIRE node", err, "PEXPIRE %s %lld", c->key,
                            (long long)c->ttl_ms);
@@ -2023,6 +2102,9 @@ static sdc_status_t node_parse(sdc_node_t *n, const redisReply *h, sdc_error_t *
         } else if (reply_is(k, "heartbeat_ms")) {
             if ((st = sdc_redis_reply_int(v, "heartbeat_ms", &x, err)) == SDC_OK)
                 n->heartbeat_ms = x;
+        } else if (reply_is(k, "draining")) {
+            if ((st = sdc_redis_reply_int(v, "draining", &x, err)) == SDC_OK)
+                n->draining = x != 0;
         }
         if (st != SDC_OK)
             return st;

@@ -5,7 +5,10 @@
  *   jobs              stream, group "coordinators": entries {id, attempt, params}
  *   job:<id>          hash: state, attempt, step, steps (that run), params, pipeline, owner,
  *                     entry (the stream entry of the current attempt), error,
- *                     result, created_ms, updated_ms, <state>_ms
+ *                     result, created_ms, updated_ms, <state>_ms,
+ *                     encoder, decoder ("<attempt>:<node id>": the text
+ *                     encoder that took the job, the VAE node that took its
+ *                     final latent)
  *   job:<id>:events   stream capped near events_maxlen: {state, attempt, step,
  *                     steps, ts[, error]} per transition
  *   job:<id>:image    string: an image-to-image job's input image (PNG or
@@ -14,7 +17,7 @@
  *   result:<id>       string with TTL: the PNG
  *   dead              stream: {job, attempt, entry, reason, ts}
  *   node:<id>         hash with TTL: role, address, pipeline, stage, load,
- *                     heartbeat_ms
+ *                     heartbeat_ms, draining
  *   metrics:<id>      hash with TTL: the node's counters (cluster/metrics.h)
  *   leader            string with PX: the coordinator holding the lease
  *
@@ -303,6 +306,21 @@ sdc_status_t sdc_job_requeue(sdc_jobs_t *q, const char *id, int64_t attempt, int
 sdc_status_t sdc_job_cancel(sdc_jobs_t *q, const char *id, sdc_job_state_t *state_out,
                             sdc_job_outcome_t *outcome, sdc_error_t *err);
 
+/* Node `node` holds the job: the text encoder that took it (state
+ * encoding) or the VAE node that took its final latent (state decoding).
+ * Recorded only while the job is in that state at that attempt (*stored =
+ * 0 otherwise), so that the coordinator knows whose death loses it. */
+sdc_status_t sdc_job_set_holder(sdc_jobs_t *q, const char *id, int64_t attempt,
+                                sdc_job_state_t state, const char *node, int *stored,
+                                sdc_error_t *err);
+
+/* A new attempt from any state but done and failed, queued included, not
+ * counted against max attempts: for a Redis server that restarted and lost
+ * its last writes, after which workers may hold this attempt whatever its
+ * recorded state; everything they still send for it is then stale. */
+sdc_status_t sdc_job_reattempt(sdc_jobs_t *q, const char *id, int64_t attempt,
+                               const char *reason, sdc_job_outcome_t *outcome, sdc_error_t *err);
+
 /* ---- reading ---------------------------------------------------------- */
 
 typedef struct {
@@ -319,6 +337,9 @@ typedef struct {
     char owner[SDC_JOB_ID_MAX + 1];
     char error[SDC_JOB_REASON_MAX + 1];
     int has_result;
+    /* The current attempt's holders (sdc_job_set_holder), "" when none. */
+    char encoder[SDC_JOB_ID_MAX + 24];
+    char decoder[SDC_JOB_ID_MAX + 24];
 } sdc_job_status_t;
 
 /* SDC_ERR_NOT_FOUND when there is no such job (or it expired). */
@@ -370,6 +391,7 @@ typedef struct {
     int pipeline, stage;    /* -1: none */
     double load;            /* >= 0, the role's own measure */
     int64_t heartbeat_ms;   /* wall clock of the registration, ms since the epoch */
+    int draining;           /* 1: stopping; finishes its work, takes no new jobs */
 } sdc_node_t;
 
 /* Writes node:<id> and sets its TTL in one MULTI/EXEC; call again as the

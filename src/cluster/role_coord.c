@@ -12,10 +12,20 @@
  * are polled, and one without progress for the job timeout, or reported
  * lost in transit, is requeued (a new attempt, up to max_attempts).
  *
- * Standbys renew nothing and claim nothing; a new leader first takes back
- * its own unacknowledged entries, then entries other coordinators left idle
- * for the reclaim time, adopting jobs that are still running.
+ * Dead nodes: every 0.5 s the leader reads the node registry. A node whose
+ * heartbeat has not changed for --dead-after (or that came back at a new
+ * UCX address: it restarted) is dead: the jobs it held are requeued at once
+ * (a DiT stage: every job in its pipeline's ring; a text encoder: the jobs
+ * it was encoding; a VAE: the jobs being decoded), and a pipeline leaves
+ * placement while any of its stages is dead, unseen or draining.
+ *
+ * Standbys renew nothing and claim nothing; the lease lasts --dead-after. A
+ * new leader first takes back its own unacknowledged entries, then every
+ * entry other coordinators hold (only a leader claims, so they are a dead
+ * leader's), adopting jobs that are still running; later, entries idle for
+ * the reclaim time.
  */
+#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,14 +37,20 @@
 #include "common/timer.h"
 #include "model/vae_refiner.h"
 
-#define COORD_LEASE_MS 5000
-#define COORD_LEASE_EVERY_S 1.0
 #define COORD_POLL_S 0.5
+#define COORD_WATCH_S 0.5
+/* Watch rounds further apart than this (Redis away, this process stalled)
+ * say nothing about the nodes: their silence is counted from now. */
+#define COORD_WATCH_GAP_S 1.5
+/* Entries a new leader takes over at once, at most. */
+#define COORD_TAKEOVER_MAX 10000
 #define COORD_CLAIM_IDLE_S 0.02
 #define COORD_BATCH_CHECK_S 1.0
-/* A job lost in transit is requeued after this long: a node restarted by
- * its supervisor has registered its new address by then. */
-#define COORD_LOST_DELAY_S 2.0
+/* A job lost in transit is requeued after this long (its pipeline takes no
+ * new job for --dead-after meanwhile: time for the registry to show whether
+ * a node died), and a job adopted while encoding with no text encoder
+ * holding it is taken as lost after this long. */
+#define COORD_LOST_DELAY_S 0.5
 
 typedef struct {
     char id[SDC_JOB_ID_MAX + 1];
@@ -52,9 +68,28 @@ typedef struct {
     int width, height;
 } held_t;
 
+typedef enum { NODE_UNSEEN = 0, NODE_ALIVE, NODE_DEAD } node_health_t;
+
+/* A node as the registry shows it to the leader. */
+typedef struct {
+    node_health_t health;
+    int draining;
+    int64_t heartbeat_ms;
+    uint32_t addr_crc;
+    double changed; /* sdc_now() when its heartbeat or address last changed */
+} node_watch_t;
+
 typedef struct {
     int leader;
-    double next_lease, next_poll, next_claim, next_reclaim, next_batch;
+    double next_lease, next_poll, next_claim, next_reclaim, next_batch, next_watch;
+    double watched;           /* last successful registry read */
+    node_watch_t nodes[SDC_CF_MAX_NODES];
+    int placeable[SDC_CF_MAX_PIPELINES]; /* every stage alive, none draining */
+    /* A stage reported a job lost: the pipeline takes nothing new until
+     * then (time for the registry to show whether a node died). */
+    double suspect_until[SDC_CF_MAX_PIPELINES];
+    int own_pending;          /* own entries were skipped while one was held */
+    char run_id[48];          /* the Redis server's, "" until read */
     cjob_t *jobs;
     int n_jobs, cap_jobs;
     int inflight[SDC_CF_MAX_PIPELINES];
@@ -166,8 +201,28 @@ static int serves(const sdc_cf_pipeline_t *p, int w, int h)
     return 0;
 }
 
-/* The least-loaded pipeline serving w x h with room; -1 when all are full,
- * -2 when none serves the size at all. */
+static int open_for_jobs(const coord_t *c, int p)
+{
+    return c->placeable[p] && sdc_now() >= c->suspect_until[p];
+}
+
+/* 1 when node i can take new work: alive and not draining. */
+static int usable(const coord_t *c, int i)
+{
+    return c->nodes[i].health == NODE_ALIVE && !c->nodes[i].draining;
+}
+
+static int any_text_encoder(const coord_t *c)
+{
+    for (int i = 0; i < c->n_te; i++)
+        if (usable(c, c->te[i]))
+            return 1;
+    return 0;
+}
+
+/* The least-loaded pipeline serving w x h with room; -1 when all are full
+ * (or out of placement, or no text encoder is usable), -2 when none serves
+ * the size at all. */
 static int pick_pipeline(const sdc_rt_t *rt, const coord_t *c, int w, int h)
 {
     int best = -2;
@@ -176,7 +231,7 @@ static int pick_pipeline(const sdc_rt_t *rt, const coord_t *c, int w, int h)
             continue;
         if (best == -2)
             best = -1;
-        if (c->inflight[p] >= c->capacity[p])
+        if (c->inflight[p] >= c->capacity[p] || !open_for_jobs(c, p) || !any_text_encoder(c))
             continue;
         if (best < 0 || (long)c->inflight[p] * c->capacity[best] <
                             (long)c->inflight[best] * c->capacity[p])
@@ -188,10 +243,12 @@ static int pick_pipeline(const sdc_rt_t *rt, const coord_t *c, int w, int h)
 static int room(const coord_t *c, int n_pipelines)
 {
     for (int p = 0; p < n_pipelines; p++)
-        if (c->inflight[p] < c->capacity[p])
-            return 1;
+        if (c->inflight[p] < c->capacity[p] && open_for_jobs(c, p))
+            return any_text_encoder(c);
     return 0;
 }
+
+static void node_failed(sdc_rt_t *rt, coord_t *c, int node, const char *why);
 
 static sdc_status_t send_assign(sdc_rt_t *rt, coord_t *c, const sdc_job_entry_t *e,
                                 const char *params, int pipeline, int *te_out,
@@ -220,9 +277,13 @@ static sdc_status_t send_assign(sdc_rt_t *rt, coord_t *c, const sdc_job_entry_t 
         }
     sdc_status_t st = sdc_error_set(err, SDC_ERR_NOT_FOUND, "the cluster has no text encoder");
     for (int i = 0; i < c->n_te && st != SDC_OK; i++) {
+        if (!usable(c, c->te[order[i]]))
+            continue;
         st = sdc_rt_send(rt, c->te[order[i]], &env, NULL, 0, err);
         if (st == SDC_OK)
             *te_out = order[i];
+        else
+            node_failed(rt, c, c->te[order[i]], err->msg);
     }
     return st;
 }
@@ -376,7 +437,11 @@ static int handle_entry(sdc_rt_t *rt, coord_t *c, const sdc_job_entry_t *e)
 static void take_entries(sdc_rt_t *rt, coord_t *c, sdc_job_entry_t *es, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (c->has_held || handle_entry(rt, c, &es[i]))
+        if (c->has_held) {
+            c->own_pending = 1; /* left pending: read again once room frees */
+            continue;
+        }
+        if (handle_entry(rt, c, &es[i]))
             continue;
         c->held.e = es[i];
         memset(&es[i], 0, sizeof(es[i]));
@@ -384,21 +449,286 @@ static void take_entries(sdc_rt_t *rt, coord_t *c, sdc_job_entry_t *es, size_t n
     }
 }
 
+/* ---- dead nodes ---------------------------------------------------------------- */
+
+/* Requeues the tracked jobs node held when it died. */
+static void node_died(sdc_rt_t *rt, coord_t *c, int node, const char *why)
+{
+    const sdc_cf_node_t *nd = &rt->cf->nodes[node];
+    char id[SDC_JOB_ID_MAX + 1], reason[160];
+    int te = -1, n = 0;
+    sdc_rt_node_id(rt->cf, node, id);
+    snprintf(reason, sizeof(reason), "node %s died (%s)", id, why);
+    for (int i = 0; i < c->n_te; i++)
+        if (c->te[i] == node)
+            te = i;
+    for (int i = c->n_jobs - 1; i >= 0; i--) {
+        cjob_t *j = &c->jobs[i];
+        sdc_job_status_t js;
+        sdc_error_t err = {0};
+        int hit = 0;
+        if (nd->role == SDC_ROLE_DIT_STAGE && j->pipeline == nd->pipeline) {
+            /* Every job in the ring passes every stage each step; a job
+             * past its last step whose latent no VAE took was in flight. */
+            hit = j->holds_slot ||
+                  (sdc_job_get(&rt->q, j->id, &js, &err) == SDC_OK && js.attempt == j->attempt &&
+                   js.state == SDC_JOB_DECODING && !js.decoder[0]);
+        } else if (nd->role == SDC_ROLE_TEXT_ENCODER) {
+            /* Its own jobs, Assigns on their way to it, and jobs at step 0
+             * whose text may have died with it (a job stage 0 did get
+             * loses one step's work). */
+            int mine = j->te == te || j->te < 0;
+            hit = sdc_job_get(&rt->q, j->id, &js, &err) == SDC_OK && js.attempt == j->attempt &&
+                  ((js.state == SDC_JOB_ENCODING && (strcmp(js.encoder, id) == 0 ||
+                                                     (!js.encoder[0] && mine))) ||
+                   (js.state == SDC_JOB_DENOISING && js.step == 0 && mine));
+        } else if (nd->role == SDC_ROLE_VAE) {
+            /* Its own jobs, and latents on their way to some VAE (which
+             * one a last stage chose is only known once a VAE takes it). */
+            hit = sdc_job_get(&rt->q, j->id, &js, &err) == SDC_OK &&
+                  js.attempt == j->attempt && js.state == SDC_JOB_DECODING &&
+                  (!js.decoder[0] || strcmp(js.decoder, id) == 0);
+        }
+        if (hit) {
+            requeue(rt, c, j, reason);
+            n++;
+        }
+    }
+    SDC_WARN("%s: %s; %d job%s requeued", rt->id, reason, n, n == 1 ? "" : "s");
+}
+
+/* A node this coordinator cannot reach: dead until the registry shows it
+ * again (a new heartbeat or a new address). */
+static void node_failed(sdc_rt_t *rt, coord_t *c, int node, const char *why)
+{
+    if (c->nodes[node].health != NODE_ALIVE)
+        return;
+    c->nodes[node].health = NODE_DEAD;
+    node_died(rt, c, node, why);
+}
+
+/* Pipelines with every stage usable take jobs; the others wait. */
+static void update_placement(sdc_rt_t *rt, coord_t *c)
+{
+    for (int p = 0; p < rt->cf->n_pipelines; p++) {
+        const sdc_cf_pipeline_t *pl = &rt->cf->pipelines[p];
+        int ok = 1, bad = -1;
+        for (int s = 0; s < pl->n_stages && ok; s++) {
+            int node = sdc_cluster_find_node(rt->cf, SDC_ROLE_DIT_STAGE, p, s);
+            ok = node >= 0 && usable(c, node);
+            bad = node;
+        }
+        if (ok == c->placeable[p])
+            continue;
+        c->placeable[p] = ok;
+        char id[SDC_JOB_ID_MAX + 1] = "?";
+        if (bad >= 0)
+            sdc_rt_node_id(rt->cf, bad, id);
+        if (ok)
+            SDC_INFO("%s: pipeline %s takes jobs", rt->id, pl->name);
+        else
+            SDC_WARN("%s: pipeline %s out of placement: %s is %s", rt->id, pl->name, id,
+                     c->nodes[bad].health == NODE_ALIVE ? "draining" : "not alive");
+    }
+}
+
+/* Reads the registry: heartbeats that changed, addresses that changed (a
+ * restart), silences past --dead-after. */
+static void watch_nodes(sdc_rt_t *rt, coord_t *c, double now)
+{
+    sdc_error_t err = {0};
+    sdc_node_t *list;
+    size_t n;
+    if (sdc_node_list(rt->redis, &list, &n, &err) != SDC_OK) {
+        SDC_WARN("%s: reading the node registry: %s", rt->id, err.msg);
+        return;
+    }
+    if (now - c->watched > COORD_WATCH_GAP_S)
+        for (int i = 0; i < rt->cf->n_nodes; i++)
+            c->nodes[i].changed = now;
+    c->watched = now;
+    int restarted[SDC_CF_MAX_NODES] = {0};
+    for (size_t k = 0; k < n; k++) {
+        int i = sdc_rt_node_index(rt->cf, list[k].id);
+        if (i < 0 || rt->cf->nodes[i].role == SDC_ROLE_COORDINATOR)
+            continue;
+        node_watch_t *w = &c->nodes[i];
+        uint32_t crc = sdc_wire_crc32c(0, list[k].address, list[k].address_len);
+        w->draining = list[k].draining;
+        if (w->health != NODE_UNSEEN && crc == w->addr_crc &&
+            list[k].heartbeat_ms == w->heartbeat_ms)
+            continue;
+        restarted[i] = w->health != NODE_UNSEEN && crc != w->addr_crc;
+        w->addr_crc = crc;
+        w->heartbeat_ms = list[k].heartbeat_ms;
+        w->changed = now;
+        if (w->health != NODE_ALIVE)
+            SDC_INFO("%s: node %s alive", rt->id, list[k].id);
+        w->health = NODE_ALIVE;
+    }
+    sdc_nodes_free(list, n);
+    for (int i = 0; i < rt->cf->n_nodes; i++) {
+        node_watch_t *w = &c->nodes[i];
+        char why[64];
+        if (restarted[i]) {
+            node_died(rt, c, i, "restarted at a new address");
+        } else if (w->health == NODE_ALIVE && now - w->changed > rt->o.dead_after_ms / 1000.0) {
+            snprintf(why, sizeof(why), "no heartbeat for %.1f s", now - w->changed);
+            w->health = NODE_DEAD;
+            node_died(rt, c, i, why);
+        }
+    }
+    update_placement(rt, c);
+}
+
+/* ---- a Redis restart ------------------------------------------------------------- */
+
+/* INFO server's run_id: a new one means the server restarted. 0 on failure. */
+static int read_run_id(sdc_rt_t *rt, char out[48])
+{
+    sdc_error_t err = {0};
+    redisReply *rep;
+    if (sdc_redis_command(rt->redis, &rep, &err, "INFO server") != SDC_OK)
+        return 0;
+    int ok = 0;
+    const char *p = rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "run_id:") : NULL;
+    if (p) {
+        p += 7;
+        size_t n = strcspn(p, "\r\n");
+        if (n > 0 && n < 48) {
+            memcpy(out, p, n);
+            out[n] = '\0';
+            ok = 1;
+        }
+    }
+    sdc_redis_reply_free(rep);
+    return ok;
+}
+
+/* Appends entries to a growing list; takes ownership of their strings. */
+static int collect(sdc_job_entry_t **all, size_t *n_all, sdc_job_entry_t *es, size_t n)
+{
+    sdc_job_entry_t *g = realloc(*all, (*n_all + n) * sizeof(*g));
+    if (!g)
+        return -1;
+    memcpy(g + *n_all, es, n * sizeof(*es));
+    *all = g;
+    *n_all += n;
+    free(es);
+    return 0;
+}
+
+/* The server restarted and, with appendfsync everysec, may have lost its
+ * last second of writes: job states may be behind what the workers did,
+ * stream entries may be undelivered again. Every unfinished job (each has
+ * exactly one live entry in the stream) starts a new attempt: whatever a
+ * worker still holds of the old one becomes stale. Done jobs stay done:
+ * completion and ack are one script, both kept or both lost. */
+static void redis_restarted(sdc_rt_t *rt, coord_t *c)
+{
+    sdc_error_t err = {0};
+    sdc_job_entry_t *all = NULL, *es;
+    size_t n_all = 0, n, again = 0;
+    SDC_WARN("%s: the Redis server restarted; every unfinished job starts a new attempt", rt->id);
+    for (int i = 0; i < c->n_jobs; i++)
+        sdc_rt_retire(&c->retired, c->jobs[i].id, c->jobs[i].attempt);
+    c->n_jobs = 0;
+    memset(c->inflight, 0, sizeof(c->inflight));
+    memset(c->te_load, 0, sizeof(c->te_load));
+    if (c->has_held)
+        free(c->held.e.params_json);
+    c->has_held = 0;
+    c->own_pending = 0;
+    /* All entries first, then the new attempts: their own entries must not
+     * be collected as well. */
+    sdc_status_t st = sdc_job_reclaim(&rt->q, rt->id, 0, COORD_TAKEOVER_MAX, &es, &n, &err);
+    if (st == SDC_OK && collect(&all, &n_all, es, n) != 0)
+        st = sdc_error_set(&err, SDC_ERR_NOMEM, "out of memory");
+    while (st == SDC_OK && n_all < COORD_TAKEOVER_MAX) {
+        if ((st = sdc_job_claim(&rt->q, rt->id, 1000, 0, 0, &es, &n, &err)) != SDC_OK || n == 0)
+            break;
+        if (collect(&all, &n_all, es, n) != 0)
+            st = sdc_error_set(&err, SDC_ERR_NOMEM, "out of memory");
+    }
+    if (st != SDC_OK)
+        SDC_WARN("%s: reading the queue after the restart: %s", rt->id, err.msg);
+    for (size_t i = 0; i < n_all; i++) {
+        const sdc_job_entry_t *e = &all[i];
+        sdc_job_status_t js;
+        sdc_job_outcome_t outcome;
+        if (e->problem[0] || sdc_job_get(&rt->q, e->job_id, &js, &err) != SDC_OK ||
+            js.attempt != e->attempt || js.state == SDC_JOB_DONE ||
+            js.state == SDC_JOB_FAILED) {
+            handle_entry(rt, c, e); /* rejected or acked there */
+            continue;
+        }
+        /* The old entry goes too: a queued job's is not in its hash. */
+        if (sdc_job_reattempt(&rt->q, e->job_id, e->attempt, "the Redis server restarted",
+                              &outcome, &err) != SDC_OK ||
+            sdc_job_ack(&rt->q, e->entry_id, &err) != SDC_OK)
+            SDC_WARN("%s: %s", rt->id, err.msg);
+        else
+            again++;
+    }
+    SDC_WARN("%s: %zu job%s started again after the Redis restart", rt->id, again,
+             again == 1 ? "" : "s");
+    sdc_job_entries_free(all, n_all);
+}
+
+static void check_redis(sdc_rt_t *rt, coord_t *c)
+{
+    char id[48];
+    if (!read_run_id(rt, id))
+        return;
+    if (c->run_id[0] && strcmp(id, c->run_id) != 0)
+        redis_restarted(rt, c);
+    memcpy(c->run_id, id, sizeof(id));
+}
+
 /* ---- leadership ------------------------------------------------------------ */
 
-static void become_leader(sdc_rt_t *rt, coord_t *c)
+static void take_own_pending(sdc_rt_t *rt, coord_t *c)
 {
     sdc_error_t err = {0};
     sdc_job_entry_t *es;
     size_t n;
-    c->leader = 1;
-    SDC_INFO("%s: leader", rt->id);
+    c->own_pending = 0;
     if (sdc_job_claim(&rt->q, rt->id, 1000, 0, 1, &es, &n, &err) != SDC_OK) {
         SDC_WARN("%s: reading own pending entries: %s", rt->id, err.msg);
+        c->own_pending = 1;
         return;
     }
     take_entries(rt, c, es, n);
     sdc_job_entries_free(es, n);
+}
+
+static void become_leader(sdc_rt_t *rt, coord_t *c, double now)
+{
+    sdc_error_t err = {0};
+    sdc_job_entry_t *es;
+    size_t n, total = 0;
+    c->leader = 1;
+    SDC_INFO("%s: leader", rt->id);
+    memset(c->nodes, 0, sizeof(c->nodes));
+    memset(c->placeable, 0, sizeof(c->placeable));
+    c->watched = now;
+    read_run_id(rt, c->run_id);
+    watch_nodes(rt, c, now);
+    c->next_watch = now + COORD_WATCH_S;
+    take_own_pending(rt, c);
+    /* Only a leader claims entries: whatever other coordinators hold is a
+     * former leader's, to be taken over now rather than after --reclaim. */
+    /* One scan of the pending list (idle 0 takes this coordinator's own
+     * entries again: they are known, or left for take_own_pending). */
+    if (sdc_job_reclaim(&rt->q, rt->id, 0, COORD_TAKEOVER_MAX, &es, &n, &err) != SDC_OK) {
+        SDC_WARN("%s: taking over pending entries: %s", rt->id, err.msg);
+        return;
+    }
+    take_entries(rt, c, es, n);
+    sdc_job_entries_free(es, n);
+    total = n;
+    if (total)
+        SDC_INFO("%s: took over %zu pending entries", rt->id, total);
 }
 
 static void lose_leadership(sdc_rt_t *rt, coord_t *c)
@@ -413,17 +743,18 @@ static void lose_leadership(sdc_rt_t *rt, coord_t *c)
     if (c->has_held)
         free(c->held.e.params_json);
     c->has_held = 0;
+    c->own_pending = 0;
 }
 
-static void lease(sdc_rt_t *rt, coord_t *c)
+static void lease(sdc_rt_t *rt, coord_t *c, double now)
 {
     sdc_error_t err = {0};
     int is_leader = 0;
     sdc_status_t st;
     if (c->leader)
-        st = sdc_leader_renew(rt->redis, rt->id, COORD_LEASE_MS, &is_leader, &err);
+        st = sdc_leader_renew(rt->redis, rt->id, rt->o.dead_after_ms, &is_leader, &err);
     else if (!rt->stopping)
-        st = sdc_leader_acquire(rt->redis, rt->id, COORD_LEASE_MS, &is_leader, &err);
+        st = sdc_leader_acquire(rt->redis, rt->id, rt->o.dead_after_ms, &is_leader, &err);
     else
         return;
     if (st != SDC_OK) {
@@ -433,7 +764,7 @@ static void lease(sdc_rt_t *rt, coord_t *c)
     if (c->leader && !is_leader)
         lose_leadership(rt, c);
     else if (!c->leader && is_leader)
-        become_leader(rt, c);
+        become_leader(rt, c, now);
 }
 
 /* Entries other coordinators took and left (they died). */
@@ -474,6 +805,13 @@ static void poll_jobs(sdc_rt_t *rt, coord_t *c, double now)
         }
         if (js.state == SDC_JOB_DECODING || js.state == SDC_JOB_REFINING)
             release_slot(c, j);
+        /* Adopted while encoding, and no text encoder took it: the Assign
+         * died with the coordinator that sent it. */
+        if (j->te < 0 && js.state == SDC_JOB_ENCODING && !js.encoder[0] &&
+            now - j->progressed > COORD_LOST_DELAY_S) {
+            requeue(rt, c, j, "its assignment was lost with the previous coordinator");
+            continue;
+        }
         if (js.updated_ms != j->updated_ms) {
             j->updated_ms = js.updated_ms;
             j->progressed = now;
@@ -524,11 +862,18 @@ static void tick(sdc_rt_t *rt, void *state, double now)
     coord_t *c = state;
     rt->metrics.jobs_tracked = c->n_jobs;
     if (now >= c->next_lease) {
-        c->next_lease = now + COORD_LEASE_EVERY_S;
-        lease(rt, c);
+        /* Renewed three times per lease; a standby asks twice a second. */
+        double every = rt->o.dead_after_ms / 3000.0;
+        c->next_lease = now + (c->leader ? every : COORD_POLL_S);
+        lease(rt, c, now);
     }
     if (!c->leader)
         return;
+    if (now >= c->next_watch) {
+        c->next_watch = now + COORD_WATCH_S;
+        check_redis(rt, c);
+        watch_nodes(rt, c, now);
+    }
     if (now >= c->next_poll) {
         c->next_poll = now + COORD_POLL_S;
         poll_jobs(rt, c, now);
@@ -558,6 +903,11 @@ static int work(sdc_rt_t *rt, void *state)
             return 0;
         }
         free(c->held.e.params_json);
+        return 1;
+    }
+    if (c->own_pending && now >= c->next_claim) {
+        c->next_claim = now + COORD_CLAIM_IDLE_S;
+        take_own_pending(rt, c);
         return 1;
     }
     if (!room(c, rt->cf->n_pipelines) || now < c->next_claim)
@@ -612,6 +962,8 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
             SDC_WARN("%s: job %s attempt %u lost: %s", rt->id, j->id, j->attempt, e->message);
             if (j->lost_at <= 0) {
                 j->lost_at = sdc_now();
+                if (j->pipeline >= 0 && j->pipeline < rt->cf->n_pipelines)
+                    c->suspect_until[j->pipeline] = j->lost_at + rt->o.dead_after_ms / 1000.0;
                 snprintf(j->lost_why, sizeof(j->lost_why), "%s", e->message);
             }
         } else {
@@ -638,6 +990,15 @@ static sdc_wire_job_state_t job_state(void *state, const char *job_id, uint32_t 
     if (sdc_rt_retired_attempt(&c->retired, job_id) == attempt)
         return SDC_WIRE_JOB_CURRENT;
     return SDC_WIRE_JOB_UNKNOWN;
+}
+
+/* UCX declared a text encoder's endpoint failed: no need to wait for its
+ * heartbeat to stop. */
+static void peer_failed(sdc_rt_t *rt, void *state, int node)
+{
+    coord_t *c = state;
+    if (c->leader && rt->cf->nodes[node].role == SDC_ROLE_TEXT_ENCODER)
+        node_failed(rt, c, node, "its endpoint failed");
 }
 
 static int busy(sdc_rt_t *rt, void *state)
@@ -729,4 +1090,5 @@ const sdc_role_ops_t sdc_role_coordinator = {
     .tick = tick,
     .busy = busy,
     .load = load,
+    .peer_failed = peer_failed,
 };

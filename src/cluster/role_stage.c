@@ -37,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster/checkpoint.h"
 #include "cluster/model_parts.h"
 #include "cluster/rt_internal.h"
 #include "common/log.h"
@@ -61,6 +62,8 @@ typedef struct {
     sdc_gen_params_t gp;
     sdc_denoise_t d;
     int has_d;
+    int first_step;        /* the step this attempt started at: its samples
+                              carry the parameters (a resumed job starts > 0) */
     sdc_embeds_t text;     /* stage 0 */
     float *image_latents;  /* stage 0 of several: the encoded input image, for step 0 */
     int queued;            /* stage 0: samples waiting to be embedded */
@@ -272,6 +275,50 @@ static sdc_status_t job_create(sdc_rt_t *rt, stage_t *st, const Sdc__Sample *s0,
     return SDC_OK;
 }
 
+/* A requeued job resumes from its checkpoint (checkpoint.h). Stage 0
+ * decides: it restores the checkpoint when there is a usable one (want <
+ * 0) and runs the attempt from its step. The last stage restores the same
+ * checkpoint when the job's first sample arrives past step 0 and must find
+ * that step there (want). */
+static sdc_status_t resume(sdc_rt_t *rt, stage_job_t *j, int want, sdc_error_t *err)
+{
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    sdc_status_t s = sdc_ckpt_get(rt->redis, j->id, &blob, &len, err);
+    if (s == SDC_OK)
+        s = sdc_ckpt_decode(blob, len, sdc_ckpt_params_crc(j->params_json), &j->d, err);
+    free(blob);
+    if (s == SDC_OK && want >= 0 && j->d.step != want)
+        s = sdc_error_set(err, SDC_ERR_FORMAT,
+                          "its checkpoint is at step %d, its samples at step %d", j->d.step, want);
+    if (s != SDC_OK)
+        return s;
+    j->first_step = j->d.step;
+    SDC_INFO("%s: job %s attempt %u resumes at step %d of %d", rt->id, j->id, j->attempt,
+             j->d.step, j->d.n_steps);
+    return SDC_OK;
+}
+
+/* Last stage, every --checkpoint-every steps: the job's state to Redis.
+ * Best effort: a failed write only means a later resume starts earlier. */
+static void checkpoint(sdc_rt_t *rt, stage_job_t *j)
+{
+    sdc_error_t err = {0};
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int stored = 0;
+    sdc_status_t s = sdc_ckpt_encode(&j->d, sdc_ckpt_params_crc(j->params_json), &blob, &len,
+                                     &err);
+    if (s == SDC_OK)
+        s = sdc_ckpt_put(rt->redis, j->id, j->attempt, blob, len, &stored, &err);
+    free(blob);
+    if (s != SDC_OK)
+        SDC_WARN("%s: job %s: checkpoint at step %d: %s", rt->id, j->id, j->d.step, err.msg);
+    else
+        SDC_DEBUG("%s: job %s attempt %u: checkpoint at step %d (%zu bytes)%s", rt->id, j->id,
+                  j->attempt, j->d.step, len, stored ? "" : " refused: the job moved on");
+}
+
 /* Grid of a wire sample (latent pixels) against the job's latent. */
 static int grid_matches(const stage_job_t *j, const Sdc__Sample *s)
 {
@@ -402,6 +449,9 @@ static void on_text(sdc_rt_t *rt, stage_t *st, sdc_rt_msg_t *m)
         fail_job(rt, j, SDC_ERR_SHAPE, "text message grid or steps disagree with the parameters");
         return;
     }
+    if (j->attempt > 1 && resume(rt, j, -1, &err) != SDC_OK && err.code != SDC_ERR_NOT_FOUND)
+        SDC_WARN("%s: job %s attempt %u starts at step 0: %s", rt->id, j->id, j->attempt,
+                 err.msg);
     SDC_DEBUG("%s: job %s attempt %u: %dx%d, %d steps", rt->id, j->id, j->attempt, j->gp.width,
               j->gp.height, j->gp.steps);
     push_step(rt, st, j);
@@ -538,6 +588,9 @@ static void finish_job(sdc_rt_t *rt, stage_t *st, stage_job_t *j)
     sdc_error_t err = {0};
     if (!advance(rt, j, SDC_JOB_DECODING))
         return;
+    if ((rt->o.checkpoint_every > 0 || j->attempt > 1) &&
+        sdc_ckpt_delete(rt->redis, j->id, &err) != SDC_OK)
+        SDC_WARN("%s: job %s: deleting its checkpoint: %s", rt->id, j->id, err.msg);
     sdc_status_t s = SDC_ERR_NOT_FOUND;
     for (int k = 0; k < st->n_vae && s != SDC_OK; k++) {
         int node = st->vae[(st->vae_rr + k) % st->n_vae];
@@ -588,6 +641,9 @@ static void deliver(sdc_rt_t *rt, stage_t *st, stage_job_t *j, int pass)
     }
     if (!sdc_denoise_done(&j->d) && !advance(rt, j, SDC_JOB_DENOISING))
         return;
+    if (!sdc_denoise_done(&j->d) && rt->o.checkpoint_every > 0 &&
+        j->d.step % rt->o.checkpoint_every == 0)
+        checkpoint(rt, j);
     if (sdc_denoise_done(&j->d))
         finish_job(rt, st, j);
     else if (st->first)
@@ -779,8 +835,9 @@ static int run_first(sdc_rt_t *rt, stage_t *st)
     while (n < limit && st->n_tasks > 0) {
         stage_task_t t = st->tasks[0];
         stage_job_t *j = t.job;
-        size_t cost = STAGE_SAMPLE_HDR + (j->d.step == 0 ? strlen(j->params_json) : 0) +
-                      (j->d.step == 0 && j->image_latents ? STAGE_TENSOR_HDR : 0);
+        size_t cost = STAGE_SAMPLE_HDR +
+                      (j->d.step == j->first_step ? strlen(j->params_json) : 0) +
+                      (j->d.step == j->first_step && j->image_latents ? STAGE_TENSOR_HDR : 0);
         if (n > 0 && used + cost > budget)
             break;
         memmove(st->tasks, st->tasks + 1, (size_t)(st->n_tasks - 1) * sizeof(*st->tasks));
@@ -815,7 +872,7 @@ static int run_first(sdc_rt_t *rt, stage_t *st)
         it->meta.timestep = in.timestep;
         it->meta.guidance = in.guidance;
         it->meta.n_txt_pad = pad;
-        if (j->d.step == 0) {
+        if (j->d.step == j->first_step) {
             it->meta.params_json = j->params_json;
             it->meta.glyph = j->glyph;
         }
@@ -851,7 +908,7 @@ static stage_job_t *ring_job(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m,
         j->dead = 1;
         sweep(st);
     }
-    if (s->step != 0 || !s->params_json[0]) {
+    if (!s->params_json[0]) {
         sdc_rt_drop(rt, m, "sample of unknown job %s attempt %u at step %u", s->job_id,
                     s->attempt, s->step);
         return NULL;
@@ -863,8 +920,20 @@ static stage_job_t *ring_job(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m,
         sdc_rt_job_fail(rt, s->job_id, s->attempt, rc, err.msg);
         return NULL;
     }
-    if (!grid_matches(j, s)) {
+    if (!grid_matches(j, s) || s->step >= (uint32_t)j->d.n_steps) {
         fail_job(rt, j, SDC_ERR_SHAPE, "sample grid or steps disagree with the parameters");
+        return NULL;
+    }
+    j->first_step = (int)s->step;
+    if (st->last && s->step > 0 && (rc = resume(rt, j, (int)s->step, &err)) != SDC_OK) {
+        char why[SDC_ERROR_MSG_MAX + 64];
+        snprintf(why, sizeof(why), "resuming at step %u: %s", s->step, err.msg);
+        if (rc == SDC_ERR_IO) {
+            sdc_rt_job_lost(rt, j->id, j->attempt, why);
+            j->dead = 1;
+        } else {
+            fail_job(rt, j, rc, why);
+        }
         return NULL;
     }
     return j;

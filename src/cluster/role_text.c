@@ -207,6 +207,13 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
     }
     const Sdc__Assign *a = m->w.env->assign;
     sdc_rt_retire(&te->seen, a->job_id, a->attempt);
+    /* The coordinator requeues an encoding job nobody took (its Assign died
+     * with the coordinator that sent it); this one is taken here. */
+    sdc_error_t err = {0};
+    int stored;
+    if (sdc_job_set_holder(&rt->q, a->job_id, a->attempt, SDC_JOB_ENCODING, rt->id, &stored,
+                           &err) != SDC_OK)
+        SDC_WARN("%s: job %s: %s", rt->id, a->job_id, err.msg);
     m->next = NULL;
     if (te->q_tail)
         te->q_tail->next = m;

@@ -174,6 +174,13 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
         sdc_rt_msg_free(m);
         return;
     }
+    /* The coordinator requeues a decoding job nobody holds when the last
+     * stage that sent it dies; this one is held here. */
+    sdc_error_t err = {0};
+    int stored;
+    if (sdc_job_set_holder(&rt->q, s->job_id, s->attempt, SDC_JOB_DECODING, rt->id, &stored,
+                           &err) != SDC_OK)
+        SDC_WARN("%s: job %s: %s", rt->id, s->job_id, err.msg);
     m->next = NULL;
     if (v->q_tail)
         v->q_tail->next = m;

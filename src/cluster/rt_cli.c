@@ -23,6 +23,7 @@ void sdc_rt_opts_default(sdc_rt_opts_t *o)
     o->job_timeout_ms = 600000;
     o->max_attempts = 3;
     o->reclaim_ms = 30000;
+    o->dead_after_ms = 3000;
 }
 
 static void usage(const sdc_rt_opts_t *o, FILE *f)
@@ -61,7 +62,11 @@ static void usage(const sdc_rt_opts_t *o, FILE *f)
 "                          every pass's prediction, so the guider and the Euler\n"
 "                          update still run and leave the latent at its initial\n"
 "                          noise: the VAE decodes that. Jobs, steps and messages\n"
-"                          are as without the flag. Other roles ignore it\n");
+"                          are as without the flag. Other roles ignore it\n"
+"      --checkpoint-every K  last DiT stages: save each job's denoising state\n"
+"                          (latent, step, guider momentum) to Redis every K\n"
+"                          steps, so that a requeued job resumes there instead\n"
+"                          of at step 0, with the same image (default 0: off)\n");
     fprintf(f,
 "      --peer-timeout S    wait up to S seconds for peers to register (default 60)\n"
 "      --heartbeat-ttl S   TTL of the node's registration in Redis, refreshed\n"
@@ -71,6 +76,11 @@ static void usage(const sdc_rt_opts_t *o, FILE *f)
 "      --job-timeout S     a job without progress for S seconds is requeued by\n"
 "                          the coordinator and forgotten by workers (default 600)\n"
 "      --max-attempts N    coordinator: attempts before a job fails (default 3)\n"
+"      --dead-after S      coordinator: a node whose heartbeat has not changed\n"
+"                          for S seconds is dead (default 3): its pipeline leaves\n"
+"                          placement until all its nodes are alive, and its jobs\n"
+"                          are requeued at once. Also the leader lease's TTL: a\n"
+"                          standby takes over within about S seconds\n"
 "      --reclaim S         coordinator: take over queue entries another\n"
 "                          coordinator left unacknowledged for S seconds (default 30)\n"
 "      --batch             coordinator: once the queue is empty and no job runs,\n"
@@ -126,7 +136,7 @@ int sdc_rt_parse_args(sdc_rt_opts_t *o, int argc, char **argv)
 {
     enum {
         OPT_MPI = 256, OPT_PEER_TIMEOUT, OPT_TTL, OPT_DRAIN, OPT_JOB_TIMEOUT, OPT_ATTEMPTS,
-        OPT_RECLAIM, OPT_BATCH, OPT_LOG_LEVEL, OPT_SYNTHETIC
+        OPT_RECLAIM, OPT_BATCH, OPT_LOG_LEVEL, OPT_SYNTHETIC, OPT_DEAD_AFTER, OPT_CHECKPOINT
     };
     static const struct option opts[] = {
         {"cluster", required_argument, 0, 'c'},
@@ -142,6 +152,8 @@ int sdc_rt_parse_args(sdc_rt_opts_t *o, int argc, char **argv)
         {"batch", no_argument, 0, OPT_BATCH},
         {"log-level", required_argument, 0, OPT_LOG_LEVEL},
         {"synthetic-ms", required_argument, 0, OPT_SYNTHETIC},
+        {"dead-after", required_argument, 0, OPT_DEAD_AFTER},
+        {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -173,6 +185,18 @@ int sdc_rt_parse_args(sdc_rt_opts_t *o, int argc, char **argv)
             rc = parse_seconds(o, "--reclaim", optarg, 1, 86400, &o->reclaim_ms);
             break;
         case OPT_BATCH: o->batch = 1; break;
+        case OPT_DEAD_AFTER:
+            rc = parse_seconds(o, "--dead-after", optarg, 1.5, 3600, &o->dead_after_ms);
+            break;
+        case OPT_CHECKPOINT:
+            if (o->coordinator_only) {
+                fprintf(stderr, "%s: --checkpoint-every is for DiT stages (sdc-worker)\n",
+                        o->prog);
+                rc = 2;
+            } else {
+                rc = parse_int(o, "--checkpoint-every", optarg, 0, 100000, &o->checkpoint_every);
+            }
+            break;
         case OPT_SYNTHETIC: {
             char *end;
             errno = 0;

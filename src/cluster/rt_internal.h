@@ -34,6 +34,7 @@
 #define SDC_RT_RETIRED 4096
 
 typedef struct sdc_rt sdc_rt_t;
+typedef struct sdc_rt_heart sdc_rt_heart_t;
 
 /* A received message: header decoded and validated, payload landed (in a
  * buffer from sdc_ucx_buf_alloc). */
@@ -123,7 +124,10 @@ struct sdc_rt {
     int stopping;        /* a signal or Shutdown: drain and exit */
     int draining;
     double drain_deadline;
+    int drain_quiet;     /* stopped by a signal with a leader around: see serve() */
+    double idle_since;   /* draining: when the node last became idle, 0 while busy */
     double next_heartbeat;
+    sdc_rt_heart_t *heart; /* the heartbeat thread, once registered */
     int leader;          /* cached leader node, -1 when unknown */
     double leader_checked;
     uint64_t dropped;    /* messages rejected */
@@ -164,7 +168,20 @@ int sdc_rt_leader(sdc_rt_t *rt);
 /* Best effort: env to the leader; logged when it cannot be sent. */
 void sdc_rt_tell_leader(sdc_rt_t *rt, const Sdc__Envelope *env);
 
-/* Progress, finished sends and the heartbeat: for long computations. */
+/* ---- heartbeat (rt_heart.c) ------------------------------------------------ */
+
+/* A thread that registers n (copied; its address must outlive the thread)
+ * every second with a Redis connection of its own, so that a node busy in
+ * one long computation still looks alive. */
+sdc_status_t sdc_rt_heart_start(sdc_rt_heart_t **out, const sdc_redis_opts_t *ro,
+                                const sdc_node_t *n, int64_t ttl_ms, sdc_error_t *err);
+/* What the next beats carry; a change of draining beats at once. */
+void sdc_rt_heart_set(sdc_rt_heart_t *h, double load, int draining);
+/* Stops and joins the thread: no registration is written after it. */
+void sdc_rt_heart_stop(sdc_rt_heart_t *h);
+
+/* Progress, finished sends and the role's load for the heartbeat: for
+ * long computations. */
 void sdc_rt_service(sdc_rt_t *rt);
 
 /* ---- jobs ------------------------------------------------------------------- */

@@ -27,6 +27,10 @@
 #define RT_LEADER_CACHE_S 1.0
 #define RT_PEER_RETRY_MS 200
 #define RT_TEARDOWN_WAIT_MS 2000
+/* A worker stopped by a signal stays this long idle before it exits: the
+ * coordinator reads the registry every 0.5 s, and work placed before it
+ * saw the node draining may still be on its way here. */
+#define RT_DRAIN_QUIET_S 2.0
 
 /* ---- small helpers ----------------------------------------------------------- */
 
@@ -340,6 +344,12 @@ sdc_status_t sdc_rt_peer(sdc_rt_t *rt, int node, sdc_ucx_ep_t **ep, sdc_error_t 
     char id[SDC_JOB_ID_MAX + 1];
     sdc_rt_node_id(rt->cf, node, id);
     st = sdc_ucx_connect(rt->ucx, p->addr, p->addr_len, id, NULL, &p->ep, err);
+    if (st != SDC_OK && !rt->mpi) {
+        /* The registration may be a dead process's: look it up again next
+         * time, when a restarted node has registered its new address. */
+        free(p->addr);
+        p->addr = NULL;
+    }
     if (st != SDC_OK)
         return st;
     *ep = p->ep;
@@ -429,30 +439,47 @@ static sdc_status_t publish_metrics(sdc_rt_t *rt, sdc_error_t *err)
     return sdc_metrics_publish(rt->redis, &src, m, rt->o.heartbeat_ttl_ms, err);
 }
 
-static sdc_status_t heartbeat(sdc_rt_t *rt, sdc_error_t *err)
+static void node_record(sdc_rt_t *rt, sdc_node_t *n)
 {
     const void *addr;
+    memset(n, 0, sizeof(*n));
+    memcpy(n->id, rt->id, sizeof(n->id));
+    n->role = sdc_rt_node_role(rt->me->role);
+    sdc_ucx_address(rt->ucx, &addr, &n->address_len);
+    n->address = (unsigned char *)addr;
+    n->pipeline = rt->me->pipeline;
+    n->stage = rt->me->stage;
+    n->load = rt->role->load && rt->rs ? rt->role->load(rt->rs) : 0.0;
+    n->draining = rt->draining;
+}
+
+/* The first registration, from the main thread (its failure stops the
+ * start), then the heartbeat thread. */
+static sdc_status_t register_node(sdc_rt_t *rt, sdc_error_t *err)
+{
     sdc_node_t n;
-    memset(&n, 0, sizeof(n));
-    memcpy(n.id, rt->id, sizeof(n.id));
-    n.role = sdc_rt_node_role(rt->me->role);
-    sdc_ucx_address(rt->ucx, &addr, &n.address_len);
-    n.address = (unsigned char *)addr;
-    n.pipeline = rt->me->pipeline;
-    n.stage = rt->me->stage;
-    n.load = rt->role->load && rt->rs ? rt->role->load(rt->rs) : 0.0;
+    node_record(rt, &n);
     sdc_status_t st = sdc_node_register(rt->redis, &n, rt->o.heartbeat_ttl_ms, err);
-    return st == SDC_OK ? publish_metrics(rt, err) : st;
+    if (st == SDC_OK)
+        st = publish_metrics(rt, err);
+    if (st != SDC_OK)
+        return st;
+    sdc_redis_opts_t ro = {.url = rt->cf->redis_url, .prefix = rt->cf->prefix};
+    return sdc_rt_heart_start(&rt->heart, &ro, &n, rt->o.heartbeat_ttl_ms, err);
 }
 
 static void heartbeat_if_due(sdc_rt_t *rt, double now)
 {
-    if (now < rt->next_heartbeat)
+    if (now < rt->next_heartbeat || !rt->heart)
         return;
-    sdc_error_t err = {0};
     rt->next_heartbeat = now + RT_HEARTBEAT_S;
-    if (heartbeat(rt, &err) != SDC_OK)
-        SDC_WARN("%s: heartbeat: %s", rt->id, err.msg);
+    sdc_rt_heart_set(rt->heart, rt->role->load && rt->rs ? rt->role->load(rt->rs) : 0.0,
+                     rt->draining);
+    /* The counters go from the main thread, which owns them; liveness does
+     * not depend on it (the heartbeat thread registers the node). */
+    sdc_error_t err = {0};
+    if (publish_metrics(rt, &err) != SDC_OK)
+        SDC_DEBUG("%s: metrics not published: %s", rt->id, err.msg);
 }
 
 void sdc_rt_service(sdc_rt_t *rt)
@@ -651,7 +678,7 @@ static sdc_status_t start(sdc_rt_t *rt, sdc_error_t *err)
              rt->mpi ? "MPI" : "Redis");
     if ((st = rt->role->open(rt, &rt->rs, err)) != SDC_OK)
         return sdc_error_wrap(err, "%s", rt->id);
-    if ((st = heartbeat(rt, err)) != SDC_OK)
+    if ((st = register_node(rt, err)) != SDC_OK)
         return sdc_error_wrap(err, "registering %s", rt->id);
     rt->next_heartbeat = sdc_now() + RT_HEARTBEAT_S;
     int n = rt->role->peers(rt, rt->rs, peers, SDC_CF_MAX_NODES);
@@ -670,11 +697,15 @@ static void serve(sdc_rt_t *rt)
         if (!rt->stopping && *rt->stop) {
             SDC_INFO("%s: stop requested", rt->id);
             rt->stopping = 1;
+            rt->drain_quiet = rt->me->role != SDC_ROLE_COORDINATOR;
         }
         if (rt->stopping && !rt->draining) {
             rt->draining = 1;
             rt->drain_deadline = now + rt->o.drain_timeout_ms / 1000.0;
             SDC_INFO("%s: draining (up to %d ms)", rt->id, rt->o.drain_timeout_ms);
+            /* At once: the coordinator stops sending new work here. */
+            rt->next_heartbeat = now;
+            heartbeat_if_due(rt, now);
         }
         while (sdc_ucx_progress(rt->ucx))
             ;
@@ -690,7 +721,14 @@ static void serve(sdc_rt_t *rt)
         heartbeat_if_due(rt, now);
         rt->role->tick(rt, rt->rs, now);
         if (rt->draining) {
-            if (!rt->role->busy(rt, rt->rs) && !rt->in_head && !rt->out)
+            int idle = !rt->role->busy(rt, rt->rs) && !rt->in_head && !rt->out;
+            if (!idle)
+                rt->idle_since = 0;
+            else if (rt->idle_since == 0)
+                rt->idle_since = now;
+            /* Without a leader nothing new comes (the whole cluster stops). */
+            if (idle && (!rt->drain_quiet || now - rt->idle_since >= RT_DRAIN_QUIET_S ||
+                         sdc_rt_leader(rt) < 0))
                 break;
             if (now > rt->drain_deadline) {
                 SDC_WARN("%s: drain timed out with work left", rt->id);
@@ -744,6 +782,8 @@ static void stop_all(sdc_rt_t *rt)
         free(s);
     }
     rt->out = NULL;
+    sdc_rt_heart_stop(rt->heart);
+    rt->heart = NULL;
     if (rt->redis && rt->me && sdc_node_remove(rt->redis, rt->id, &err) != SDC_OK)
         SDC_WARN("%s: deregistering: %s", rt->id, err.msg);
     sdc_ucx_destroy(rt->ucx);

@@ -28,6 +28,9 @@ typedef struct {
     int job_timeout_ms;        /* a job without progress for this long is requeued */
     int max_attempts;          /* coordinator: attempts before a job fails */
     int reclaim_ms;            /* coordinator: take over entries idle this long */
+    int dead_after_ms;         /* coordinator: a node silent this long is dead; also
+                                * the leader lease's TTL */
+    int checkpoint_every;      /* last DiT stages: checkpoint every K steps, 0: off */
     int batch;                 /* coordinator: stop the cluster once the queue is empty */
     double synthetic_ms;       /* DiT stages: > 0 replaces the DiT compute by a
                                 * sleep of this many ms per sample (benchmarks) */

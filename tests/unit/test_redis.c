@@ -5,6 +5,7 @@
  * machine end to end, idempotent completion, dead letters, node registry
  * TTLs, the leader lease, XAUTOCLAIM, passwords, command timeouts and
  * reconnecting to a restarted server. */
+#include "cluster/checkpoint.h"
 #include "cluster/jobs.h"
 #include "cluster/metrics.h"
 #include "cluster/redis.h"
@@ -1486,6 +1487,131 @@ static void test_image_jobs(void)
     sdc_redis_close(r);
 }
 
+/* Holders name the current attempt only; a reattempt leaves any state but
+ * done and failed, queued included. */
+static void test_holders_and_reattempt(void)
+{
+    sdc_redis_t *r = open_main();
+    CHECK(r);
+    if (!r)
+        return;
+    flush(r);
+    sdc_jobs_t q;
+    sdc_error_t err = {0};
+    sdc_job_outcome_t oc;
+    sdc_job_status_t s;
+    sdc_job_entry_t e1, *es = NULL;
+    size_t n = 0;
+    int stored = -1;
+    CHECK_EQ_INT(setup_queue(&q, r), 0);
+    CHECK_EQ_INT(submit(&q, "h", 3), 0);
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e1), 0);
+    CHECK_EQ_INT(sdc_job_start(&q, "h", 1, e1.entry_id, "coord-a", 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_set_holder(&q, "h", 1, SDC_JOB_DECODING, "vae-2", &stored, &err), SDC_OK);
+    CHECK_EQ_INT(stored, 0); /* not decoding */
+    CHECK_EQ_INT(sdc_job_set_holder(&q, "h", 1, SDC_JOB_ENCODING, "text-encoder-1", &stored, &err),
+                 SDC_OK);
+    CHECK_EQ_INT(stored, 1);
+    CHECK_EQ_INT(sdc_job_set_holder(&q, "h", 2, SDC_JOB_ENCODING, "text-encoder-1", &stored, &err),
+                 SDC_OK);
+    CHECK_EQ_INT(stored, 0); /* another attempt */
+    CHECK_EQ_INT(sdc_job_set_holder(&q, "h", 1, SDC_JOB_DENOISING, "x", &stored, &err),
+                 SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(sdc_job_get(&q, "h", &s, &err), SDC_OK);
+    CHECK(strcmp(s.encoder, "text-encoder-1") == 0 && s.decoder[0] == '\0');
+    CHECK_EQ_INT(sdc_job_advance(&q, "h", 1, SDC_JOB_DENOISING, 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "h", 1, SDC_JOB_DECODING, 3, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_set_holder(&q, "h", 1, SDC_JOB_DECODING, "vae-2", &stored, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_get(&q, "h", &s, &err), SDC_OK);
+    CHECK(stored == 1 && strcmp(s.decoder, "vae-2") == 0);
+
+    /* From decoding: attempt 2, the old entry acked, the holders forgotten. */
+    CHECK_EQ_INT(sdc_job_reattempt(&q, "h", 1, "the Redis server restarted", &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_get(&q, "h", &s, &err), SDC_OK);
+    CHECK(s.state == SDC_JOB_QUEUED && s.attempt == 2 && !s.encoder[0] && !s.decoder[0]);
+    CHECK_EQ_INT(cmd_int(r, "XLEN %s", "sdc:jobs", NULL), 1);
+    /* From queued (requeue refuses that): attempt 3, a new entry; the
+     * attempt-2 entry stays for its claimer to ack as stale. */
+    CHECK_EQ_INT(sdc_job_requeue(&q, "h", 2, 10, "x", NULL, &oc, &err), SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(sdc_job_reattempt(&q, "h", 2, "the Redis server restarted", &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_get(&q, "h", &s, &err), SDC_OK);
+    CHECK(s.state == SDC_JOB_QUEUED && s.attempt == 3);
+    CHECK_EQ_INT(cmd_int(r, "XLEN %s", "sdc:jobs", NULL), 2);
+    CHECK_EQ_INT(sdc_job_reattempt(&q, "h", 2, "again", &oc, &err), SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(oc, SDC_JOB_STALE_ATTEMPT);
+    /* Not counted against max attempts; done stays done. */
+    CHECK_EQ_INT(sdc_job_claim(&q, "coord-a", 10, 0, 0, &es, &n, &err), SDC_OK);
+    CHECK_EQ_INT(n, 2);
+    if (n != 2) {
+        sdc_job_entries_free(es, n);
+        free(e1.params_json);
+        sdc_redis_close(r);
+        return;
+    }
+    CHECK(es[0].attempt == 2 && es[1].attempt == 3);
+    CHECK_EQ_INT(sdc_job_ack(&q, es[0].entry_id, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_start(&q, "h", 3, es[1].entry_id, "coord-a", 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "h", 3, SDC_JOB_DENOISING, 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_advance(&q, "h", 3, SDC_JOB_DECODING, 3, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_complete(&q, "h", 3, (const unsigned char *)"png", 3, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_job_reattempt(&q, "h", 3, "late", &oc, &err), SDC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(oc, SDC_JOB_BAD_STATE);
+    CHECK_EQ_INT(sdc_job_get(&q, "h", &s, &err), SDC_OK);
+    CHECK(s.state == SDC_JOB_DONE && s.attempt == 3);
+    CHECK_EQ_INT(cmd_int(r, "XLEN %s", "sdc:jobs", NULL), 0);
+    sdc_job_entries_free(es, n);
+    free(e1.params_json);
+    sdc_redis_close(r);
+}
+
+/* ckpt:<id> is written only while the job is denoising at the writer's
+ * attempt. */
+static void test_checkpoint_store(void)
+{
+    sdc_redis_t *r = open_main();
+    CHECK(r);
+    if (!r)
+        return;
+    flush(r);
+    sdc_jobs_t q;
+    sdc_error_t err = {0};
+    sdc_job_outcome_t oc;
+    sdc_job_entry_t e;
+    const uint8_t blob[] = {'S', 'D', 'C', 'K', 0, 1, 2, 0xff};
+    uint8_t *got = NULL;
+    size_t len = 0;
+    int stored = -1;
+    CHECK_EQ_INT(setup_queue(&q, r), 0);
+    CHECK_EQ_INT(submit(&q, "k", 8), 0);
+    CHECK_EQ_INT(sdc_ckpt_get(r, "k", &got, &len, &err), SDC_ERR_NOT_FOUND);
+    CHECK_EQ_INT(claim_one(&q, "coord-a", &e), 0);
+    CHECK_EQ_INT(sdc_job_start(&q, "k", 1, e.entry_id, "coord-a", 0, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_ckpt_put(r, "k", 1, blob, sizeof(blob), &stored, &err), SDC_OK);
+    CHECK_EQ_INT(stored, 0); /* encoding */
+    CHECK_EQ_INT(sdc_job_advance(&q, "k", 1, SDC_JOB_DENOISING, 2, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_ckpt_put(r, "k", 2, blob, sizeof(blob), &stored, &err), SDC_OK);
+    CHECK_EQ_INT(stored, 0); /* another attempt */
+    CHECK_EQ_INT(sdc_ckpt_put(r, "k", 1, blob, sizeof(blob), &stored, &err), SDC_OK);
+    CHECK_EQ_INT(stored, 1);
+    CHECK_EQ_INT(sdc_ckpt_get(r, "k", &got, &len, &err), SDC_OK);
+    CHECK(len == sizeof(blob) && got && memcmp(got, blob, len) == 0);
+    free(got);
+    long long ttl = cmd_int(r, "PTTL %s", "sdc:ckpt:k", NULL);
+    CHECK(ttl > 0 && ttl <= SDC_CKPT_TTL_MS);
+    /* Requeued: the old attempt's stage can no longer write. */
+    CHECK_EQ_INT(sdc_job_requeue(&q, "k", 1, 3, "stage died", NULL, &oc, &err), SDC_OK);
+    CHECK_EQ_INT(sdc_ckpt_put(r, "k", 1, blob, 4, &stored, &err), SDC_OK);
+    CHECK_EQ_INT(stored, 0);
+    CHECK_EQ_INT(sdc_ckpt_get(r, "k", &got, &len, &err), SDC_OK);
+    CHECK_EQ_INT(len, sizeof(blob));
+    free(got);
+    CHECK_EQ_INT(sdc_ckpt_delete(r, "k", &err), SDC_OK);
+    CHECK_EQ_INT(sdc_ckpt_get(r, "k", &got, &len, &err), SDC_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sdc_ckpt_put(r, "bad id!", 1, blob, 4, &stored, &err), SDC_ERR_INVALID_ARG);
+    free(e.params_json);
+    sdc_redis_close(r);
+}
+
 static void test_node_registry(void)
 {
     sdc_redis_t *r = open_main();
@@ -1497,7 +1623,8 @@ static void test_node_registry(void)
     const unsigned char addr[] = {0x00, 0xff, 0x10, 0x00, 'u', 'c', 'x', 0x00, 0x7f};
     sdc_node_t a = {.id = "stage-0", .role = SDC_ROLE_DIT_STAGE, .address = (unsigned char *)addr,
                     .address_len = sizeof(addr), .pipeline = 1, .stage = 0, .load = 0.75};
-    sdc_node_t b = {.id = "vae-3", .role = SDC_ROLE_VAE, .pipeline = -1, .stage = -1, .load = 2};
+    sdc_node_t b = {.id = "vae-3", .role = SDC_ROLE_VAE, .pipeline = -1, .stage = -1, .load = 2,
+                    .draining = 1};
     sdc_node_t c = {.id = "short-lived", .role = SDC_ROLE_TEXT_ENCODER, .pipeline = -1,
                     .stage = -1};
     CHECK_EQ_INT(sdc_node_register(r, &a, 10000, &err), SDC_OK);
@@ -1528,10 +1655,11 @@ static void test_node_registry(void)
             CHECK(nodes[i].address_len == sizeof(addr) &&
                   memcmp(nodes[i].address, addr, sizeof(addr)) == 0);
             CHECK(nodes[i].heartbeat_ms > 1600000000000LL);
+            CHECK(!nodes[i].draining);
         } else if (strcmp(nodes[i].id, "vae-3") == 0) {
             seen_b = 1;
             CHECK(nodes[i].role == SDC_ROLE_VAE && nodes[i].address_len == 0);
-            CHECK(nodes[i].pipeline == -1 && nodes[i].load == 2);
+            CHECK(nodes[i].pipeline == -1 && nodes[i].load == 2 && nodes[i].draining);
         }
     }
     CHECK(seen_a && seen_b);
@@ -1883,6 +2011,8 @@ int main(void)
     RUN(test_double_completion);
     RUN(test_requeue_and_dead_letter);
     RUN(test_image_jobs);
+    RUN(test_holders_and_reattempt);
+    RUN(test_checkpoint_store);
     RUN(test_node_registry);
     RUN(test_leader_lease);
     RUN(test_reclaim);
