@@ -8,38 +8,7 @@
 # Prints "PASS name" / "FAIL name" per case (protocol of tests/run.sh).
 # Every wait is bounded, and a watchdog ends the script (and everything it
 # started) if it ever runs past WATCHDOG_S.
-set -u
-BIN=${SDC_BIN:-build/bin}
-DATA=${SDC_TEST_DATA:-tests/data}
-BIN=$(cd "$BIN" && pwd)
-DATA=$(cd "$DATA" && pwd)
-WATCHDOG_S=${SDC_TEST_WATCHDOG_S:-240}
-T=$(mktemp -d "${TMPDIR:-/tmp}/sdc-cluster-XXXXXX")
-PIDS=()
-# The text encoders and the stages run one thread each: the test runs on
-# two cores, and images do not depend on the thread count.
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-
-. "$(dirname "$0")/redis_env.sh"
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    [ -n "${WATCHDOG:-}" ] && kill "$WATCHDOG" 2>/dev/null
-    sdc_redis_stop
-    [ -n "${SDC_TEST_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'echo "FAIL watchdog: the test ran past ${WATCHDOG_S} s"; exit 1' USR1
-MAIN=$$
-(
-    for _ in $(seq "$WATCHDOG_S"); do
-        sleep 1
-        kill -0 "$MAIN" 2>/dev/null || exit 0
-    done
-    kill -USR1 "$MAIN"
-) 2>/dev/null &
-WATCHDOG=$!
+. "$(dirname "$0")/../lib/harness.sh" cluster 240
 
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }

@@ -14,38 +14,9 @@
 # is killed resumes from its checkpoint, not step 0, with the same PNG bytes
 # as sdc-generate.
 # Prints "PASS name" / "FAIL name" per case (protocol of tests/run.sh).
-set -u
-BIN=${SDC_BIN:-build/bin}
-DATA=${SDC_TEST_DATA:-tests/data}
-BIN=$(cd "$BIN" && pwd)
-DATA=$(cd "$DATA" && pwd)
-WATCHDOG_S=${SDC_TEST_WATCHDOG_S:-300}
+. "$(dirname "$0")/../lib/harness.sh" faults 300
 N=${SDC_FAULT_JOBS:-200}
-T=$(mktemp -d "${TMPDIR:-/tmp}/sdc-faults-XXXXXX")
-PIDS=()
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-
-. "$(dirname "$0")/redis_env.sh"
 . "$(dirname "$0")/../lib/expect.sh"
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    [ -n "${WATCHDOG:-}" ] && kill "$WATCHDOG" 2>/dev/null
-    sdc_redis_stop
-    [ -n "${SDC_TEST_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'echo "FAIL watchdog: the test ran past ${WATCHDOG_S} s"; exit 1' USR1
-MAIN=$$
-(
-    for _ in $(seq "$WATCHDOG_S"); do
-        sleep 1
-        kill -0 "$MAIN" 2>/dev/null || exit 0
-    done
-    kill -USR1 "$MAIN"
-) 2>/dev/null &
-WATCHDOG=$!
 
 REDIS_ARGS=(--appendonly yes --appendfsync everysec)
 if ! sdc_redis_start "${REDIS_ARGS[@]}"; then

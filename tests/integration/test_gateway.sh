@@ -8,37 +8,8 @@
 # and the refusals: 401, 404, 405, 409, 413, 415, 429, 400s, 504.
 # Prints "PASS name" / "FAIL name" (protocol of tests/run.sh); every wait is
 # bounded and a watchdog ends the script if it runs past WATCHDOG_S.
-set -u
-BIN=${SDC_BIN:-build/bin}
-DATA=${SDC_TEST_DATA:-tests/data}
-BIN=$(cd "$BIN" && pwd)
-DATA=$(cd "$DATA" && pwd)
-WATCHDOG_S=${SDC_TEST_WATCHDOG_S:-240}
-T=$(mktemp -d "${TMPDIR:-/tmp}/sdc-gateway-XXXXXX")
-PIDS=()
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-
-. "$(dirname "$0")/redis_env.sh"
+. "$(dirname "$0")/../lib/harness.sh" gateway 240
 . "$(dirname "$0")/../lib/expect.sh"
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    [ -n "${WATCHDOG:-}" ] && kill "$WATCHDOG" 2>/dev/null
-    sdc_redis_stop
-    [ -n "${SDC_TEST_KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'echo "FAIL watchdog: the test ran past ${WATCHDOG_S} s"; exit 1' USR1
-MAIN=$$
-(
-    for _ in $(seq "$WATCHDOG_S"); do
-        sleep 1
-        kill -0 "$MAIN" 2>/dev/null || exit 0
-    done
-    kill -USR1 "$MAIN"
-) 2>/dev/null &
-WATCHDOG=$!
 
 PASSWORD="gw-test-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 if ! sdc_redis_start --requirepass "$PASSWORD"; then

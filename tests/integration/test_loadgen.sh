@@ -8,36 +8,9 @@
 # and the documented exit status.
 # Prints "PASS name" / "FAIL name" per case (protocol of tests/run.sh).
 # Every wait is bounded; a watchdog ends the script past WATCHDOG_S.
-set -u
-BIN=$(cd "${SDC_BIN:-build/bin}" && pwd)
-DATA=$(cd "${SDC_TEST_DATA:-tests/data}" && pwd)
+. "$(dirname "$0")/../lib/harness.sh" loadgen 120
 LG="$BIN/sdc-loadgen"
-WATCHDOG_S=${SDC_TEST_WATCHDOG_S:-120}
-T=$(mktemp -d "${TMPDIR:-/tmp}/sdc-loadgen-XXXXXX")
-PIDS=()
-export OMP_NUM_THREADS=1
-
-. "$(dirname "$0")/redis_env.sh"
 . "$(dirname "$0")/../lib/expect.sh"
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    [ -n "${WATCHDOG:-}" ] && kill "$WATCHDOG" 2>/dev/null
-    sdc_redis_stop
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'echo "FAIL watchdog: the test ran past ${WATCHDOG_S} s"; exit 1' USR1
-MAIN=$$
-(
-    for _ in $(seq "$WATCHDOG_S"); do
-        sleep 1
-        kill -0 "$MAIN" 2>/dev/null || exit 0
-    done
-    kill -USR1 "$MAIN"
-) 2>/dev/null &
-WATCHDOG=$!
 
 # ---- bad flags: exit 2 (usage) or 1 (runtime), each with a clear message ----
 
