@@ -4,6 +4,7 @@
 #   make test       deps + build + every test (prints "N passed, N failed")
 #   make asan       the unit tests under ASan + UBSan (same as make test SANITIZE=1)
 #   make demo       deps + build + generate images into demo-out/
+#   make eval-demo  build + score the demo model on its held-out prompts
 #   make bench      benchmarks (results under bench/results/)
 #   make clean
 #   make CUDA=0     build without the CUDA backend (default: on when nvcc is found)
@@ -72,7 +73,7 @@ BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TESTS := $(patsubst tests/gpu/%.c,$(BUILD)/tests-gpu/%,$(GPU_TEST_SRC))
 
-.PHONY: all deps test unit asan bench demo clean
+.PHONY: all deps test unit asan bench demo eval-demo clean
 all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES) $(GPU_TESTS)
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
@@ -140,6 +141,9 @@ asan:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@SDC_BIN=$(BUILD)/bin tools/demo.sh
+
+eval-demo: all
+	@SDC_BIN=$(BUILD)/bin tools/eval-demo.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

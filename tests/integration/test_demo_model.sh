@@ -3,7 +3,7 @@
 # the checker passes the training renderer's own images of the held-out
 # scenes and catches each kind of wrong attribute; the model directory loads
 # and draws four held-out prompts (two scenes, English and Chinese) the same
-# way twice, with the same verdicts. Bad checker input gives clear errors.
+# way twice, with the same verdicts and the backgrounds asked for. Bad checker input gives clear errors.
 # The whole held-out evaluation is `make eval-demo`, not part of this test.
 # Prints "PASS name" / "FAIL name" per case (protocol of tests/run.sh).
 set -u
@@ -97,4 +97,7 @@ if [ "$ok" -eq 1 ]; then
         fail model_deterministic "images differ between two runs"
     cmp -s "$T/verdicts1" "$T/verdicts2" && [ "$(grep -c '^[0-9]' "$T/verdicts1")" -eq 4 ] &&
         pass verdicts_deterministic || fail verdicts_deterministic "verdicts differ or are missing"
+    # A trained model, not noise: every background as asked, in both languages.
+    grep -qE '^background +2/2 100.0% +2/2 100.0%' "$T/verdicts1" && pass model_backgrounds ||
+        fail model_backgrounds "$(grep -E '^background' "$T/verdicts1")"
 fi

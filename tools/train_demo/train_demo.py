@@ -522,7 +522,7 @@ def main():
     ap.add_argument("--stage", default="all", choices=("all", "heldout", "vae", "dit", "save", "random"))
     ap.add_argument("--vae-steps", type=int, default=900)
     ap.add_argument("--vae-batch", type=int, default=16)
-    ap.add_argument("--dit-steps", type=int, default=4000)
+    ap.add_argument("--dit-steps", type=int, default=6000)
     ap.add_argument("--dit-batch", type=int, default=32)
     ap.add_argument("--dit-images", type=int, default=6000)
     ap.add_argument("--lr", type=float, default=5e-4)
