@@ -4,6 +4,7 @@
 #   make test       deps + build + every test (prints "N passed, N failed")
 #   make asan       the unit tests under ASan + UBSan (same as make test SANITIZE=1)
 #   make demo       deps + build + generate images into demo-out/
+#   make eval-demo  build + score the demo model on its held-out prompts
 #   make bench      benchmarks (results under bench/results/)
 #   make fuzz       libFuzzer targets fuzz/fuzz_*.c, built with clang into build-fuzz/,
 #                   each run FUZZ_TIME seconds (not part of make test)
@@ -88,7 +89,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZERS := $(patsubst fuzz/%.c,$(BUILD)/%,$(FUZZ_SRC))
 FUZZ_TIME ?= 180
 
-.PHONY: all deps test unit asan bench demo clean fuzz fuzz-build
+.PHONY: all deps test unit asan bench demo eval-demo clean fuzz fuzz-build
 # Generated sources are kept even when only a pattern rule mentions them.
 .SECONDARY: $(PROTO_C) $(PROTO_H) $(FUZZERS:$(BUILD)/%=$(BUILD)/obj/fuzz/%.o)
 all: $(LIB) $(TOOLS) $(UNITS) $(BENCHES) $(GPU_TESTS)
@@ -162,6 +163,9 @@ asan:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@SDC_BIN=$(BUILD)/bin tools/demo.sh
+
+eval-demo: all
+	@SDC_BIN=$(BUILD)/bin tools/eval-demo.sh
 
 bench:
 	@tools/deps.sh --bench
