@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../common/tensor.h"
 
@@ -304,14 +306,23 @@ sdc_status_t sdc_weights_gather_rows(const sdc_weights_t *w, const char *name, c
     return SDC_OK;
 }
 
-/* Drops the loaded float32 copy `buf` when it is the newest buffer w owns
- * (a mapped F32 weight is not owned and stays in the mapping). */
-static void owned_drop_last(sdc_weights_t *w, float *buf)
+/* Drops the loaded float32 copy `buf` (n floats) once it is packed: freed
+ * when it is the newest buffer w owns; a mapped F32 weight (not owned)
+ * gives its pages back instead, so that the packed copy is the only one
+ * resident (the mapping is read-only and private: a page read again later
+ * comes back from the file unchanged). */
+static void drop_unpacked(sdc_weights_t *w, float *buf, int64_t n)
 {
     if (w->n_owned && w->owned[w->n_owned - 1] == buf) {
         w->be->ops->free(w->be, buf);
         w->n_owned--;
+        return;
     }
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)buf + page - 1) / page * page;
+    uintptr_t hi = ((uintptr_t)(buf + n)) / page * page;
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 sdc_status_t sdc_weights_load_linear(sdc_weights_t *w, const char *name, int64_t N, int64_t K,
@@ -333,7 +344,7 @@ sdc_status_t sdc_weights_load_linear(sdc_weights_t *w, const char *name, int64_t
     if (!packed)
         return sdc_error_set(err, SDC_ERR_NOMEM, "%s: cannot allocate the packed copy of '%s'",
                              w->label, name);
-    owned_drop_last(w, plain);
+    drop_unpacked(w, plain, N * K);
     w->owned[w->n_owned++] = packed;
     out->w = packed;
     out->packed = 1;
