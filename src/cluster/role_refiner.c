@@ -36,9 +36,8 @@
 typedef struct {
     sdc_refiner_t *rf;
     sdc_text_encoder_t *te; /* NULL: the refiner directory has no text encoder */
-    sdc_rt_msg_t *q_head, *q_tail;
+    sdc_rt_queue_t queue;
     sdc_rt_retired_t done;
-    int n_queued;
     int running; /* a job is being refined (its heartbeat counts it) */
 } refiner_t;
 
@@ -166,25 +165,15 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
         sdc_rt_msg_free(m);
         return;
     }
-    m->next = NULL;
-    if (r->q_tail)
-        r->q_tail->next = m;
-    else
-        r->q_head = m;
-    r->q_tail = m;
-    r->n_queued++;
+    sdc_rt_queue_push(&r->queue, m);
 }
 
 static int work(sdc_rt_t *rt, void *state)
 {
     refiner_t *r = state;
-    sdc_rt_msg_t *m = r->q_head;
+    sdc_rt_msg_t *m = sdc_rt_queue_pop(&r->queue);
     if (!m)
         return 0;
-    r->q_head = m->next;
-    if (!r->q_head)
-        r->q_tail = NULL;
-    r->n_queued--;
     const Sdc__Sample *s = m->w.env->tensor->samples[0];
     if (sdc_rt_retired_attempt(&r->done, s->job_id) >= s->attempt)
         sdc_rt_drop(rt, m, "job %s attempt %u was refined already", s->job_id, s->attempt);
@@ -210,13 +199,13 @@ static void tick(sdc_rt_t *rt, void *state, double now)
 static int busy(sdc_rt_t *rt, void *state)
 {
     (void)rt;
-    return ((const refiner_t *)state)->q_head != NULL;
+    return ((const refiner_t *)state)->queue.n > 0;
 }
 
 static double load(void *state)
 {
     const refiner_t *r = state;
-    return (double)(r->n_queued + r->running);
+    return (double)(r->queue.n + r->running);
 }
 
 static int peers(sdc_rt_t *rt, void *state, int *nodes, int cap)
@@ -252,7 +241,7 @@ static void close_refiner(sdc_rt_t *rt, void *state)
 {
     (void)rt;
     refiner_t *r = state;
-    sdc_rt_msg_list_free(&r->q_head);
+    sdc_rt_queue_free(&r->queue);
     sdc_text_encoder_free(r->te);
     sdc_refiner_free(r->rf);
     free(r);

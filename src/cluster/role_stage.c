@@ -99,7 +99,7 @@ typedef struct {
     int n_jobs, cap_jobs;
     stage_task_t *tasks;
     int n_tasks, cap_tasks;
-    sdc_rt_msg_t *q_head, *q_tail;
+    sdc_rt_queue_t queue;
     stage_item_t *items;
     sdc_dit_sample_t *samples;
     uint8_t *mask;
@@ -499,12 +499,7 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
     } else if (st->first && !st->last && strcmp(kind, "latent") == 0) {
         on_latent(rt, st, m);
     } else if (!st->first && strcmp(kind, "hidden") == 0) {
-        m->next = NULL;
-        if (st->q_tail)
-            st->q_tail->next = m;
-        else
-            st->q_head = m;
-        st->q_tail = m;
+        sdc_rt_queue_push(&st->queue, m);
         return;
     } else {
         sdc_rt_drop(rt, m, "stage %d of pipeline %d does not take '%s' tensors", st->stage,
@@ -1004,10 +999,7 @@ static int load_sample(sdc_rt_t *rt, stage_t *st, const sdc_rt_msg_t *m, uint32_
 /* Middle and last stages: one received micro-batch. */
 static int run_message(sdc_rt_t *rt, stage_t *st)
 {
-    sdc_rt_msg_t *m = st->q_head;
-    st->q_head = m->next;
-    if (!st->q_head)
-        st->q_tail = NULL;
+    sdc_rt_msg_t *m = sdc_rt_queue_pop(&st->queue);
     const Sdc__TensorHeader *h = m->w.env->tensor;
     int n = 0;
     for (uint32_t i = 0; i < h->n_samples && n < st->max_items; i++)
@@ -1024,7 +1016,7 @@ static int work(sdc_rt_t *rt, void *state)
     stage_t *st = state;
     if (st->first)
         return st->n_tasks > 0 ? run_first(rt, st) : 0;
-    return st->q_head ? run_message(rt, st) : 0;
+    return st->queue.n > 0 ? run_message(rt, st) : 0;
 }
 
 /* Jobs that failed, finished or were requeued elsewhere leave no trace
@@ -1080,8 +1072,7 @@ static void peer_failed(sdc_rt_t *rt, void *state, int node)
         sdc_rt_job_lost(rt, j->id, j->attempt, why);
         j->dead = 1;
     }
-    sdc_rt_msg_list_free(&st->q_head);
-    st->q_tail = NULL;
+    sdc_rt_queue_free(&st->queue);
     sweep(st);
 }
 
@@ -1089,7 +1080,7 @@ static int busy(sdc_rt_t *rt, void *state)
 {
     (void)rt;
     const stage_t *st = state;
-    return st->n_jobs > 0 || st->n_tasks > 0 || st->q_head != NULL;
+    return st->n_jobs > 0 || st->n_tasks > 0 || st->queue.n > 0;
 }
 
 static double load(void *state)
@@ -1162,7 +1153,7 @@ static void close_stage(sdc_rt_t *rt, void *state)
     stage_t *st = state;
     for (int i = 0; i < st->n_jobs; i++)
         job_free(st->jobs[i]);
-    sdc_rt_msg_list_free(&st->q_head);
+    sdc_rt_queue_free(&st->queue);
     free(st->jobs);
     free(st->tasks);
     free(st->items);

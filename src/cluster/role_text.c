@@ -31,7 +31,7 @@ typedef struct {
     sdc_text_encoder_t *enc; /* NULL: the model has no text encoders */
     char enc_error[SDC_ERROR_MSG_MAX];
     int stage0[SDC_CF_MAX_PIPELINES];
-    sdc_rt_msg_t *q_head, *q_tail;
+    sdc_rt_queue_t queue;
     sdc_rt_retired_t seen; /* Assigns taken, so that a repeat is refused */
 } te_t;
 
@@ -214,23 +214,15 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
     if (sdc_job_set_holder(&rt->q, a->job_id, a->attempt, SDC_JOB_ENCODING, rt->id, &stored,
                            &err) != SDC_OK)
         SDC_WARN("%s: job %s: %s", rt->id, a->job_id, err.msg);
-    m->next = NULL;
-    if (te->q_tail)
-        te->q_tail->next = m;
-    else
-        te->q_head = m;
-    te->q_tail = m;
+    sdc_rt_queue_push(&te->queue, m);
 }
 
 static int work(sdc_rt_t *rt, void *state)
 {
     te_t *te = state;
-    sdc_rt_msg_t *m = te->q_head;
+    sdc_rt_msg_t *m = sdc_rt_queue_pop(&te->queue);
     if (!m)
         return 0;
-    te->q_head = m->next;
-    if (!te->q_head)
-        te->q_tail = NULL;
     encode(rt, te, m->w.env->assign);
     sdc_rt_msg_free(m);
     return 1;
@@ -252,7 +244,7 @@ static void tick(sdc_rt_t *rt, void *state, double now)
 static int busy(sdc_rt_t *rt, void *state)
 {
     (void)rt;
-    return ((const te_t *)state)->q_head != NULL;
+    return ((const te_t *)state)->queue.n > 0;
 }
 
 static int peers(sdc_rt_t *rt, void *state, int *nodes, int cap)
@@ -286,7 +278,7 @@ static void close_te(sdc_rt_t *rt, void *state)
 {
     (void)rt;
     te_t *te = state;
-    sdc_rt_msg_list_free(&te->q_head);
+    sdc_rt_queue_free(&te->queue);
     sdc_text_encoder_free(te->enc);
     sdc_pipeline_free(te->pipe);
     free(te);

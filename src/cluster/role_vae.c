@@ -26,9 +26,8 @@ typedef struct {
     sdc_pipeline_t *pipe; /* the VAE decoder only */
     int refiner[SDC_CF_MAX_NODES];
     int n_refiner, refiner_rr;
-    sdc_rt_msg_t *q_head, *q_tail;
+    sdc_rt_queue_t queue;
     sdc_rt_retired_t done;
-    int n_queued;
 } vae_t;
 
 /* A one-sample message with the decoded image of a refine job, its sample
@@ -181,25 +180,15 @@ static void on_message(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m)
     if (sdc_job_set_holder(&rt->q, s->job_id, s->attempt, SDC_JOB_DECODING, rt->id, &stored,
                            &err) != SDC_OK)
         SDC_WARN("%s: job %s: %s", rt->id, s->job_id, err.msg);
-    m->next = NULL;
-    if (v->q_tail)
-        v->q_tail->next = m;
-    else
-        v->q_head = m;
-    v->q_tail = m;
-    v->n_queued++;
+    sdc_rt_queue_push(&v->queue, m);
 }
 
 static int work(sdc_rt_t *rt, void *state)
 {
     vae_t *v = state;
-    sdc_rt_msg_t *m = v->q_head;
+    sdc_rt_msg_t *m = sdc_rt_queue_pop(&v->queue);
     if (!m)
         return 0;
-    v->q_head = m->next;
-    if (!v->q_head)
-        v->q_tail = NULL;
-    v->n_queued--;
     const Sdc__Sample *s = m->w.env->tensor->samples[0];
     if (sdc_rt_retired_attempt(&v->done, s->job_id) >= s->attempt)
         sdc_rt_drop(rt, m, "job %s attempt %u was decoded already", s->job_id, s->attempt);
@@ -225,12 +214,12 @@ static void tick(sdc_rt_t *rt, void *state, double now)
 static int busy(sdc_rt_t *rt, void *state)
 {
     (void)rt;
-    return ((const vae_t *)state)->q_head != NULL;
+    return ((const vae_t *)state)->queue.n > 0;
 }
 
 static double load(void *state)
 {
-    return (double)((const vae_t *)state)->n_queued;
+    return (double)((const vae_t *)state)->queue.n;
 }
 
 static int peers(sdc_rt_t *rt, void *state, int *nodes, int cap)
@@ -258,7 +247,7 @@ static void close_vae(sdc_rt_t *rt, void *state)
 {
     (void)rt;
     vae_t *v = state;
-    sdc_rt_msg_list_free(&v->q_head);
+    sdc_rt_queue_free(&v->queue);
     sdc_pipeline_free(v->pipe);
     free(v);
 }

@@ -50,6 +50,17 @@ void sdc_rt_msg_free(sdc_rt_msg_t *m);
 /* Frees a whole queue of messages and leaves *head NULL. */
 void sdc_rt_msg_list_free(sdc_rt_msg_t **head);
 
+/* Messages waiting for a role's work, in arrival order. */
+typedef struct {
+    sdc_rt_msg_t *head, *tail;
+    int n;
+} sdc_rt_queue_t;
+
+void sdc_rt_queue_push(sdc_rt_queue_t *q, sdc_rt_msg_t *m);
+/* The oldest message, or NULL when the queue is empty. */
+sdc_rt_msg_t *sdc_rt_queue_pop(sdc_rt_queue_t *q);
+void sdc_rt_queue_free(sdc_rt_queue_t *q);
+
 /* What a role implements; one static table per role. */
 typedef struct {
     sdc_role_t role;

@@ -147,6 +147,36 @@ void sdc_rt_msg_list_free(sdc_rt_msg_t **head)
     }
 }
 
+void sdc_rt_queue_push(sdc_rt_queue_t *q, sdc_rt_msg_t *m)
+{
+    m->next = NULL;
+    if (q->tail)
+        q->tail->next = m;
+    else
+        q->head = m;
+    q->tail = m;
+    q->n++;
+}
+
+sdc_rt_msg_t *sdc_rt_queue_pop(sdc_rt_queue_t *q)
+{
+    sdc_rt_msg_t *m = q->head;
+    if (!m)
+        return NULL;
+    q->head = m->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->n--;
+    return m;
+}
+
+void sdc_rt_queue_free(sdc_rt_queue_t *q)
+{
+    sdc_rt_msg_list_free(&q->head);
+    q->tail = NULL;
+    q->n = 0;
+}
+
 static void handle_shutdown(sdc_rt_t *rt, sdc_rt_msg_t *m)
 {
     const char *from = m->w.env->sender;
