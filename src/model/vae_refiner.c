@@ -132,7 +132,7 @@ static int enc_plan(const sdc_vae_refiner_config_t *c, rlayer_t *layers, int64_t
 /* HunyuanImageRefinerDecoder3D.__init__'s up_blocks, flattened. */
 static int dec_plan(const sdc_vae_refiner_config_t *c, rlayer_t *layers, int64_t *out_channels)
 {
-    int64_t ch[8];
+    int64_t ch[8] = {0};
     for (int i = 0; i < c->n_blocks; i++) ch[i] = c->block_out_channels[c->n_blocks - 1 - i];
     int ns = ilog2(c->spatial_compression_ratio), nt = ilog2(c->temporal_compression_ratio);
     int n = 0;
