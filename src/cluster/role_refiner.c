@@ -189,13 +189,6 @@ static sdc_wire_job_state_t job_state(void *state, const char *job_id, uint32_t 
     return sdc_rt_learned_state(&r->done, 0, job_id, attempt);
 }
 
-static void tick(sdc_rt_t *rt, void *state, double now)
-{
-    (void)rt;
-    (void)state;
-    (void)now;
-}
-
 static int busy(sdc_rt_t *rt, void *state)
 {
     (void)rt;
@@ -255,7 +248,6 @@ const sdc_role_ops_t sdc_role_refiner = {
     .job_state = job_state,
     .on_message = on_message,
     .work = work,
-    .tick = tick,
     .busy = busy,
     .load = load,
 };

@@ -234,13 +234,6 @@ static sdc_wire_job_state_t job_state(void *state, const char *job_id, uint32_t 
     return sdc_rt_learned_state(&te->seen, 0, job_id, attempt);
 }
 
-static void tick(sdc_rt_t *rt, void *state, double now)
-{
-    (void)rt;
-    (void)state;
-    (void)now;
-}
-
 static int busy(sdc_rt_t *rt, void *state)
 {
     (void)rt;
@@ -292,6 +285,5 @@ const sdc_role_ops_t sdc_role_text_encoder = {
     .job_state = job_state,
     .on_message = on_message,
     .work = work,
-    .tick = tick,
     .busy = busy,
 };

@@ -74,7 +74,7 @@ typedef struct {
     void (*on_message)(sdc_rt_t *rt, void *state, sdc_rt_msg_t *m);
     /* One unit of work; 1 when something was done. */
     int (*work)(sdc_rt_t *rt, void *state);
-    /* Timers, every loop iteration. */
+    /* Timers, every loop iteration; NULL for a role without any. */
     void (*tick)(sdc_rt_t *rt, void *state, double now);
     /* 1 while the role holds work that a drain must finish. */
     int (*busy)(sdc_rt_t *rt, void *state);

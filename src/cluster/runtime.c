@@ -749,7 +749,8 @@ static void serve(sdc_rt_t *rt)
         did |= worked;
         reap_sends(rt);
         heartbeat_if_due(rt, now);
-        rt->role->tick(rt, rt->rs, now);
+        if (rt->role->tick)
+            rt->role->tick(rt, rt->rs, now);
         if (rt->draining) {
             int idle = !rt->role->busy(rt, rt->rs) && !rt->in_head && !rt->out;
             if (!idle)
