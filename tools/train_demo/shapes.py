@@ -132,10 +132,11 @@ def caption(scene, lang, rng):
     return caption_en(scene, rng) if lang == "en" else caption_zh(scene, rng)
 
 
-def heldout_scenes(seed, n_by_count=(12, 8, 4)):
-    """Scenes never shown in training: n_by_count[k] scenes of k + 1 shapes."""
+def heldout_scenes(seed, n_by_count=(12, 8, 4), exclude=()):
+    """Scenes never shown in training: n_by_count[k] scenes of k + 1 shapes,
+    none of them in exclude (scene keys)."""
     rng = random.Random(seed)
-    out, seen = [], set()
+    out, seen = [], set(exclude)
     for k, n in enumerate(n_by_count):
         while sum(1 for s in out if len(s[1]) == k + 1) < n:
             sc = random_scene(rng)
