@@ -4,7 +4,9 @@
 # scenes and catches each kind of wrong attribute; the model directory loads
 # and draws four held-out prompts (two scenes, English and Chinese) the same
 # way twice, with the same verdicts and the backgrounds asked for. Bad checker input gives clear errors.
-# The whole held-out evaluation is `make eval-demo`, not part of this test.
+# Then the whole held-out evaluation (what `make eval-demo` runs, one thread):
+# at least 80% of the prompts fully correct, English and Chinese within 5
+# points (the goal the model was trained to).
 # Prints "PASS name" / "FAIL name" per case (protocol of tests/run.sh).
 set -u
 BIN=${SDC_BIN:-build/bin}
@@ -100,4 +102,20 @@ if [ "$ok" -eq 1 ]; then
     # A trained model, not noise: every background as asked, in both languages.
     grep -qE '^background +2/2 100.0% +2/2 100.0%' "$T/verdicts1" && pass model_backgrounds ||
         fail model_backgrounds "$(grep -E '^background' "$T/verdicts1")"
+fi
+
+# The held-out evaluation: 48 prompts, one thread.
+if EVAL_OUT="$T/heldout" EVAL_THREADS=1 EVAL_MODEL="$MODEL" EVAL_PROMPTS="$TSV" SDC_BIN="$BIN" \
+    tools/eval-demo.sh >"$T/heldout.out" 2>"$T/err"; then
+    line=$(grep -E '^fully correct' "$T/heldout.out")
+    read -r en zh all <<<"$(awk '{gsub("%", ""); print $4, $6, $8}' <<<"$line")"
+    if awk -v a="$all" 'BEGIN { exit !(a >= 80) }'; then pass heldout_accuracy
+    else fail heldout_accuracy "$line"; fi
+    if awk -v e="$en" -v z="$zh" 'BEGIN { d = e - z; if (d < 0) d = -d; exit !(d <= 5) }'; then
+        pass heldout_languages_within_5
+    else
+        fail heldout_languages_within_5 "$line"
+    fi
+else
+    fail heldout_accuracy "eval-demo failed: $(tail -3 "$T/heldout.out") $(head -c 300 "$T/err")"
 fi
