@@ -8,37 +8,14 @@
 # latency. docs/operations.md ("Redis restart") states what this checks.
 # Prints "PASS name" / "FAIL name" per case (protocol of tests/run.sh);
 # every wait is bounded, a watchdog ends the script past WATCHDOG_S.
-set -u
-BIN=$(cd "${SDC_BIN:-build/bin}" && pwd)
-DATA=$(cd "${SDC_TEST_DATA:-tests/data}" && pwd)
-WATCHDOG_S=${SDC_TEST_WATCHDOG_S:-120}
-T=$(mktemp -d "${TMPDIR:-/tmp}/sdc-redis-restart-XXXXXX")
+. "$(dirname "$0")/../lib/harness.sh" redis-restart 120
+. "$(dirname "$0")/../lib/expect.sh"
 chmod 700 "$T"
 SOCK=$T/redis.sock
-PIDS=()
 REDIS_PID=""
-export OMP_NUM_THREADS=1
-. "$(dirname "$0")/../lib/expect.sh"
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    [ -n "$REDIS_PID" ] && kill -KILL "$REDIS_PID" 2>/dev/null
-    [ -n "${WATCHDOG:-}" ] && kill "$WATCHDOG" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'echo "FAIL watchdog: the test ran past ${WATCHDOG_S} s"; exit 1' USR1
-MAIN=$$
-(
-    for _ in $(seq "$WATCHDOG_S"); do
-        sleep 1
-        kill -0 "$MAIN" 2>/dev/null || exit 0
-    done
-    kill -USR1 "$MAIN"
-) 2>/dev/null &
-WATCHDOG=$!
+# This test runs its own redis-server (AOF on, restarted mid-run), not
+# redis_env.sh's: kill it before the harness's cleanup.
+trap '[ -n "$REDIS_PID" ] && kill -KILL "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null; cleanup' EXIT
 
 start_redis() {
     redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --appendonly yes \
