@@ -133,8 +133,9 @@ def caption(scene, lang, rng):
 
 
 def heldout_scenes(seed, n_by_count=(12, 8, 4), exclude=()):
-    """Scenes never shown in training: n_by_count[k] scenes of k + 1 shapes,
-    none of them in exclude (scene keys)."""
+    """n_by_count[k] distinct scenes of k + 1 shapes, none of them in exclude
+    (scene keys). Training leaves out the ones drawn with the held-out seed;
+    the validation list draws with its own seed and excludes those."""
     rng = random.Random(seed)
     out, seen = [], set(exclude)
     for k, n in enumerate(n_by_count):

@@ -61,8 +61,9 @@ def _threads_from_argv():
     return "1"
 
 
-os.environ.setdefault("OMP_NUM_THREADS", _threads_from_argv())
-os.environ.setdefault("MKL_NUM_THREADS", _threads_from_argv())
+_THREADS = _threads_from_argv()
+os.environ.setdefault("OMP_NUM_THREADS", _THREADS)
+os.environ.setdefault("MKL_NUM_THREADS", _THREADS)
 
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
